@@ -1,2 +1,46 @@
-//! x
-fn main() {}
+//! `weir`: the command line of the weir pipeline orchestrator. Each
+//! subcommand lives in its own module; this file only parses arguments and
+//! maps outcomes to exit codes.
+
+mod files;
+mod output;
+mod plan;
+mod schema;
+mod validate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// weir: pipelines for machine-learning operations, from YAML in your repo.
+#[derive(Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check pipeline files and folders; print every problem as file:line:col.
+    Validate(validate::Args),
+    /// Show what a run would do: the DAG in layers, matrix expanded, params resolved.
+    Plan(plan::Args),
+    /// Print the JSON Schema of the pipeline format, for editors.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Schema => schema::run(),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

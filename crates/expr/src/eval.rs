@@ -176,7 +176,10 @@ mod tests {
 
     #[test]
     fn reads_json_values() {
-        assert_eq!(eval("steps.validate.metrics.accuracy >= 0.9"), Ok(json!(true)));
+        assert_eq!(
+            eval("steps.validate.metrics.accuracy >= 0.9"),
+            Ok(json!(true))
+        );
         assert_eq!(eval("steps.validate.metrics.n + 1"), Ok(json!(4)));
         assert_eq!(eval("params.lr != \"0\""), Ok(json!(true)));
     }
@@ -193,7 +196,10 @@ mod tests {
     fn reading_an_absent_key_names_it() {
         let err = eval("models.churn.production.version").expect_err("absent");
         assert_eq!(err.reason, "no such key 'production'");
-        assert_eq!(err.to_string(), "models.churn.production.version: no such key 'production'");
+        assert_eq!(
+            err.to_string(),
+            "models.churn.production.version: no such key 'production'"
+        );
     }
 
     #[test]

@@ -124,7 +124,9 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn offset(&self, e: &IdedExpr) -> usize {
-        self.info.offset_for(e.id).map_or(0, |(start, _)| start as usize)
+        self.info
+            .offset_for(e.id)
+            .map_or(0, |(start, _)| start as usize)
     }
 
     fn walk(&mut self, e: &IdedExpr) {
@@ -317,7 +319,11 @@ mod tests {
     fn lists_paths_with_offsets_of_each_name() {
         assert_eq!(
             paths("steps.validate.metrics.acc >= 0.8"),
-            vec![("steps.validate.metrics.acc".to_owned(), vec![0, 6, 15, 23], false)]
+            vec![(
+                "steps.validate.metrics.acc".to_owned(),
+                vec![0, 6, 15, 23],
+                false
+            )]
         );
     }
 
@@ -331,7 +337,10 @@ mod tests {
 
     #[test]
     fn string_index_is_a_segment_and_dynamic_index_ends_the_path() {
-        assert_eq!(paths("steps[\"deploy-prod\"].state")[0].0, "steps.deploy-prod.state");
+        assert_eq!(
+            paths("steps[\"deploy-prod\"].state")[0].0,
+            "steps.deploy-prod.state"
+        );
         let refs = paths("steps[params.name].state");
         assert_eq!(refs[0].0, "steps");
         assert_eq!(refs[1].0, "params.name");
@@ -358,6 +367,9 @@ mod tests {
 
     #[test]
     fn empty_expression_is_an_error() {
-        assert_eq!(Expr::compile("  ").expect_err("empty")[0].message, "empty expression");
+        assert_eq!(
+            Expr::compile("  ").expect_err("empty")[0].message,
+            "empty expression"
+        );
     }
 }

@@ -211,8 +211,8 @@ mod tests {
 
     #[test]
     fn renders_only_what_it_is_asked_to() {
-        let t = Template::parse("--lr ${{ params.lr }} --v ${{ steps.r.outputs.v }}")
-            .expect("parses");
+        let t =
+            Template::parse("--lr ${{ params.lr }} --v ${{ steps.r.outputs.v }}").expect("parses");
         let mut ctx = Context::new();
         ctx.set("params", json!({"lr": "0.1"}));
         let out = t

@@ -1,1 +1,2 @@
+//! Parse and validate benchmark (filled in below).
 fn main() {}

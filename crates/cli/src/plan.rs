@@ -1,0 +1,54 @@
+//! `weir plan FILE [--param k=v]…`: a dry run of one pipeline.
+
+use crate::output::Output;
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `weir plan`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The pipeline file.
+    file: PathBuf,
+    /// A param value, `name=value`; repeat for several.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// How to print the plan.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got '{text}'")),
+    }
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let shown = args.file.display();
+    let source =
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {shown}"))?;
+    let validated = weir_model::validate(&source);
+    for d in &validated.diagnostics {
+        eprintln!("{shown}:{d}");
+    }
+    let Some(pipeline) = validated.pipeline else {
+        return Ok(ExitCode::FAILURE);
+    };
+    match weir_model::plan(&pipeline, &args.params) {
+        Ok(plan) => {
+            match args.output {
+                Output::Table => print!("{plan}"),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{shown}: {e}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
