@@ -5,6 +5,7 @@
 
 use cel::common::ast::{EntryExpr, Expr as Node, LiteralValue, SourceInfo};
 use cel::{IdedExpr, Program};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -94,6 +95,31 @@ impl Expr {
     /// Whether any reference starts at the root variable `name`.
     pub fn reads_root(&self, name: &str) -> bool {
         self.references().iter().any(|r| r.root() == name)
+    }
+}
+
+/// Compiles expressions, reusing the program of a source compiled before:
+/// pipelines repeat the same few expressions (`params.lr`, `matrix.x`) in
+/// many steps, and compiling is the costly part of validation.
+#[derive(Default)]
+pub struct Compiler {
+    seen: HashMap<String, Result<Expr, Vec<SyntaxError>>>,
+}
+
+impl Compiler {
+    /// A compiler with nothing cached.
+    pub fn new() -> Compiler {
+        Compiler::default()
+    }
+
+    /// [`Expr::compile`], answered from the cache when `source` was seen.
+    pub fn compile(&mut self, source: &str) -> Result<Expr, Vec<SyntaxError>> {
+        if let Some(done) = self.seen.get(source) {
+            return done.clone();
+        }
+        let done = Expr::compile(source);
+        self.seen.insert(source.to_owned(), done.clone());
+        done
     }
 }
 

@@ -11,5 +11,5 @@ mod expr;
 mod template;
 
 pub use eval::{Context, EvalError, render_value};
-pub use expr::{Expr, Reference, Segment, SyntaxError};
+pub use expr::{Compiler, Expr, Reference, Segment, SyntaxError};
 pub use template::{Part, Placeholder, Template};

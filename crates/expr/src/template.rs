@@ -5,7 +5,7 @@
 //! which names a template may read.
 
 use crate::eval::{Context, EvalError, render_value};
-use crate::expr::{Expr, SyntaxError};
+use crate::expr::{Compiler, Expr, SyntaxError};
 
 /// A string with zero or more `${{ expression }}` placeholders.
 #[derive(Debug, Clone)]
@@ -38,6 +38,12 @@ impl Template {
     /// Parses `source`, compiling every placeholder. Errors carry character
     /// offsets into `source`; all placeholders are checked, not only the first.
     pub fn parse(source: &str) -> Result<Template, Vec<SyntaxError>> {
+        Template::parse_with(source, &mut Compiler::new())
+    }
+
+    /// [`Template::parse`] compiling through `compiler`, which reuses the
+    /// programs of expressions it has seen.
+    pub fn parse_with(source: &str, compiler: &mut Compiler) -> Result<Template, Vec<SyntaxError>> {
         let chars: Vec<char> = source.chars().collect();
         let mut parts = Vec::new();
         let mut errors = Vec::new();
@@ -59,7 +65,7 @@ impl Template {
             let inner: String = chars[i + 3..end].iter().collect();
             let leading = inner.chars().take_while(|c| c.is_whitespace()).count();
             let expr_offset = i + 3 + leading;
-            match Expr::compile(inner.trim()) {
+            match compiler.compile(inner.trim()) {
                 Ok(expr) => {
                     if !text.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut text)));

@@ -6,12 +6,14 @@ use crate::diag::{Code, Diagnostic, did_you_mean};
 use crate::pipeline::{Pipeline, Spanned};
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
+use std::collections::HashMap;
 
 /// The steps of a pipeline as a graph; edges go from a step to the steps
 /// that need it.
 #[derive(Debug, Clone)]
 pub struct Dag {
     ids: Vec<String>,
+    index: HashMap<String, usize>,
     /// For each step, the indexes of the steps it needs.
     needs: Vec<Vec<usize>>,
 }
@@ -34,7 +36,7 @@ impl Dag {
 
     /// The index of step `id`.
     pub fn index(&self, id: &str) -> Option<usize> {
-        self.ids.iter().position(|s| s == id)
+        self.index.get(id).copied()
     }
 
     /// The steps `step` needs directly.
@@ -106,15 +108,15 @@ pub(crate) fn build(
     diags: &mut Vec<Diagnostic>,
 ) -> Dag {
     let ids: Vec<String> = steps.iter().map(|(id, _)| id.value.clone()).collect();
-    let index: std::collections::HashMap<&str, usize> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        // With duplicate ids (already reported) the first one wins.
+        index.entry(id.clone()).or_insert(i);
+    }
     let mut needs = vec![Vec::new(); steps.len()];
     for (step, (id, step_needs)) in steps.iter().enumerate() {
         for need in step_needs.iter() {
-            match index.get(need.value.as_str()) {
+            match index.get(&need.value) {
                 Some(&target) if target == step => diags.push(Diagnostic::error(
                     need.pos,
                     Code::SelfNeed,
@@ -135,7 +137,7 @@ pub(crate) fn build(
             }
         }
     }
-    let dag = Dag { ids, needs };
+    let dag = Dag { ids, index, needs };
     report_cycles(&dag, steps, diags);
     dag
 }

@@ -11,7 +11,7 @@ use crate::pipeline::*;
 use crate::schedule;
 use crate::units::{Duration, Size};
 use crate::yaml::{Node, Value};
-use weir_expr::{Expr, SyntaxError, Template};
+use weir_expr::{Compiler, Expr, SyntaxError, Template};
 
 /// Keys of the top level.
 pub(crate) const PIPELINE_KEYS: &[&str] = &[
@@ -145,6 +145,7 @@ pub(crate) fn lower(root: &Node, diags: &mut Vec<Diagnostic>) -> Lowered {
         skeletons: Vec::new(),
         exprs: Vec::new(),
         step: None,
+        compiler: Compiler::new(),
     };
     let pipeline = cx.pipeline(root);
     let params = match &pipeline {
@@ -165,6 +166,7 @@ struct Lowerer<'d> {
     exprs: Vec<ExprSite>,
     /// The skeleton index of the step being lowered.
     step: Option<usize>,
+    compiler: Compiler,
 }
 
 /// The entries of a mapping after unknown and duplicate keys were reported.
@@ -285,11 +287,12 @@ impl Lowerer<'_> {
             return Vec::new();
         };
         let mut kept: Vec<(&str, &Node, &Node)> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for (key, text, value) in entries {
-            if kept.iter().any(|e| e.0 == text) {
-                self.duplicate(&kept, key, text, what);
-            } else {
+            if seen.insert(text) {
                 kept.push((text, key, value));
+            } else {
+                self.duplicate(&kept, key, text, what);
             }
         }
         kept
@@ -477,7 +480,7 @@ impl Lowerer<'_> {
             Value::Str(s) => s.clone(),
             _ => self.string(node, what)?.value,
         };
-        match Template::parse(&text) {
+        match Template::parse_with(&text, &mut self.compiler) {
             Ok(template) => {
                 for placeholder in template.placeholders() {
                     self.exprs.push(ExprSite {
@@ -513,7 +516,7 @@ impl Lowerer<'_> {
                 (text.trim().to_owned(), leading)
             }
         };
-        match Expr::compile(&source) {
+        match self.compiler.compile(&source) {
             Ok(expr) => {
                 self.exprs.push(ExprSite {
                     step: self.step,
