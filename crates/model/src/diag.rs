@@ -91,6 +91,34 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in the order of `docs/errors.md`.
+    pub const ALL: [Code; 24] = [
+        Code::YamlSyntax,
+        Code::UnknownKey,
+        Code::DuplicateKey,
+        Code::MissingKey,
+        Code::WrongType,
+        Code::InvalidValue,
+        Code::InvalidName,
+        Code::StepKind,
+        Code::KeyNotForKind,
+        Code::UnknownNeed,
+        Code::SelfNeed,
+        Code::Cycle,
+        Code::MissingImage,
+        Code::InvalidDuration,
+        Code::InvalidSize,
+        Code::InvalidCron,
+        Code::UnknownTimezone,
+        Code::InvalidGpus,
+        Code::ExprSyntax,
+        Code::UnknownReference,
+        Code::NotUpstream,
+        Code::EventInShell,
+        Code::DuplicatePipeline,
+        Code::Io,
+    ];
+
     /// The kebab-case name used in JSON output and the docs.
     pub fn as_str(self) -> &'static str {
         match self {
