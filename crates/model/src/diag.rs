@@ -84,6 +84,8 @@ pub enum Code {
     NotUpstream,
     /// `${{ event… }}` inside `run` or `command`, where it would be shell text.
     EventInShell,
+    /// A key that has no effect where it is written (a warning).
+    IgnoredKey,
     /// Two pipeline files with the same name.
     DuplicatePipeline,
     /// A file that cannot be read.
@@ -92,7 +94,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of `docs/errors.md`.
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 25] = [
         Code::YamlSyntax,
         Code::UnknownKey,
         Code::DuplicateKey,
@@ -115,6 +117,7 @@ impl Code {
         Code::UnknownReference,
         Code::NotUpstream,
         Code::EventInShell,
+        Code::IgnoredKey,
         Code::DuplicatePipeline,
         Code::Io,
     ];
@@ -144,6 +147,7 @@ impl Code {
             Code::UnknownReference => "unknown-reference",
             Code::NotUpstream => "not-upstream",
             Code::EventInShell => "event-in-shell",
+            Code::IgnoredKey => "ignored-key",
             Code::DuplicatePipeline => "duplicate-pipeline",
             Code::Io => "io",
         }

@@ -1357,6 +1357,10 @@ impl Lowerer<'_> {
                 );
                 cx.error(fields.pos, Code::MissingImage, message);
             }
+            if let (Some(Executor::Process), Some(pos)) = (executor, fields.key_pos("image")) {
+                let message = "image is ignored by the process executor: remove it, or use 'executor: docker'";
+                cx.diags.push(Diagnostic::warning(pos, Code::IgnoredKey, message));
+            }
             Some(Container {
                 action: action?,
                 image,

@@ -120,3 +120,22 @@ fn a_file_that_is_not_utf8_is_reported() {
         stderr(&out)
     );
 }
+
+#[test]
+fn warnings_are_printed_but_do_not_fail() {
+    let path = "crates/model/test_data/valid/process-with-image.yaml";
+    let out = weir(&["validate", path]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), format!("{path}: ok, 2 steps\n"));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{path}:6:5: warning: image is ignored by the process executor: remove it, or use 'executor: docker'\n"
+        )
+    );
+    let out = weir(&["validate", "--output", "json", path]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json[0]["severity"], "warning");
+    assert_eq!(json[0]["code"], "ignored-key");
+}
