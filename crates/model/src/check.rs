@@ -3,7 +3,7 @@
 //! reader; `event` in shell text) and `register.metrics_from`.
 
 use crate::dag::Dag;
-use crate::diag::{Code, Diagnostic, did_you_mean, one_of};
+use crate::diag::{Code, Diagnostic, did_you_mean, hint_or_expected, one_of};
 use crate::lower::{ExprSite, Site, Skeleton};
 use weir_expr::Reference;
 
@@ -129,10 +129,7 @@ fn judge(
         }
         "models" | "event" => None,
         other => {
-            let hint = match did_you_mean(other, ROOTS.iter().copied()) {
-                hint if hint.is_empty() => format!(" (expected {})", one_of(ROOTS)),
-                hint => hint,
-            };
+            let hint = hint_or_expected(other, ROOTS);
             Some((
                 0,
                 Code::UnknownReference,
@@ -192,10 +189,7 @@ fn judge_step(
     if STEP_FIELDS.contains(&field) {
         return None;
     }
-    let hint = match did_you_mean(field, STEP_FIELDS.iter().copied()) {
-        hint if hint.is_empty() => format!(" (expected {})", one_of(STEP_FIELDS)),
-        hint => hint,
-    };
+    let hint = hint_or_expected(field, STEP_FIELDS);
     Some((
         2,
         Code::UnknownReference,

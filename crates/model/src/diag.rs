@@ -243,6 +243,15 @@ pub(crate) fn did_you_mean<'a>(
     }
 }
 
+/// The nearest of `candidates` as ` (did you mean 'x'?)`, or else the whole
+/// list as ` (expected a, b or c)`.
+pub(crate) fn hint_or_expected(name: &str, candidates: &[&str]) -> String {
+    match did_you_mean(name, candidates.iter().copied()) {
+        hint if hint.is_empty() => format!(" (expected {})", one_of(candidates)),
+        hint => hint,
+    }
+}
+
 /// `a, b or c`.
 pub(crate) fn one_of(items: &[&str]) -> String {
     match items {

@@ -6,7 +6,7 @@
 //! in `check.rs`; this file records what they need as [`Skeleton`]s and
 //! [`ExprSite`]s.
 
-use crate::diag::{Code, Diagnostic, Pos, did_you_mean, one_of};
+use crate::diag::{Code, Diagnostic, Pos, did_you_mean, hint_or_expected, one_of};
 use crate::pipeline::*;
 use crate::schedule;
 use crate::units::{Duration, Size};
@@ -247,10 +247,7 @@ impl Lowerer<'_> {
             } else if allowed == PIPELINE_KEYS && text.starts_with("x-") {
                 // Extension keys hold YAML anchors for reuse, as in Compose files.
             } else {
-                let hint = match did_you_mean(text, allowed.iter().copied()) {
-                    hint if hint.is_empty() => format!(" (expected {})", one_of(allowed)),
-                    hint => hint,
-                };
+                let hint = hint_or_expected(text, allowed);
                 self.error(
                     key.pos,
                     Code::UnknownKey,
@@ -362,37 +359,22 @@ impl Lowerer<'_> {
         }
     }
 
-    fn positive(&mut self, node: &Node, what: &str) -> Option<u32> {
+    /// A whole number of at least `min` (0 or 1) that fits a `u32`.
+    fn integer(&mut self, node: &Node, what: &str, min: u32) -> Option<u32> {
+        let expected = if min == 0 {
+            "an integer"
+        } else {
+            "a positive integer"
+        };
         match node.value {
-            Value::Int(n) if n >= 1 && n <= i128::from(u32::MAX) => Some(n as u32),
+            Value::Int(n) if n >= i128::from(min) && n <= i128::from(u32::MAX) => Some(n as u32),
             Value::Int(n) => {
-                self.error(
-                    node.pos,
-                    Code::InvalidValue,
-                    format!("{what} must be at least 1, found {n}"),
-                );
+                let message = format!("{what} must be at least {min}, found {n}");
+                self.error(node.pos, Code::InvalidValue, message);
                 None
             }
             _ => {
-                self.wrong_type(node, "a positive integer", what);
-                None
-            }
-        }
-    }
-
-    fn count(&mut self, node: &Node, what: &str) -> Option<u32> {
-        match node.value {
-            Value::Int(n) if n >= 0 && n <= i128::from(u32::MAX) => Some(n as u32),
-            Value::Int(n) => {
-                self.error(
-                    node.pos,
-                    Code::InvalidValue,
-                    format!("{what} must be 0 or more, found {n}"),
-                );
-                None
-            }
-            _ => {
-                self.wrong_type(node, "an integer", what);
+                self.wrong_type(node, expected, what);
                 None
             }
         }
@@ -726,7 +708,7 @@ impl Lowerer<'_> {
     fn concurrency(&mut self, node: &Node) -> Option<Concurrency> {
         let fields = self.fields(node, "concurrency", CONCURRENCY_KEYS)?;
         let max_runs = match fields.get("max_runs") {
-            Some(n) => Some(Some(self.positive(n, "concurrency.max_runs")?)),
+            Some(n) => Some(Some(self.integer(n, "concurrency.max_runs", 1)?)),
             None => Some(None),
         };
         let on_conflict = fields.get("on_conflict").map_or(Some("queue"), |n| {
@@ -849,7 +831,7 @@ impl Lowerer<'_> {
 
     fn retry(&mut self, node: &Node) -> Option<Retry> {
         if let Value::Int(_) = node.value {
-            let limit = self.count(node, "retry")?;
+            let limit = self.integer(node, "retry", 0)?;
             return Some(Retry {
                 limit,
                 ..Retry::default()
@@ -861,7 +843,7 @@ impl Lowerer<'_> {
             Retry {
                 limit: fields
                     .get("limit")
-                    .and_then(|n| cx.count(n, "retry.limit"))
+                    .and_then(|n| cx.integer(n, "retry.limit", 0))
                     .unwrap_or(defaults.limit),
                 delay: fields
                     .get("delay")
@@ -1073,7 +1055,7 @@ impl Lowerer<'_> {
                 .unwrap_or_default();
             let max_parallel = fields
                 .get("max_parallel")
-                .and_then(|n| cx.positive(n, "max_parallel"));
+                .and_then(|n| cx.integer(n, "max_parallel", 1));
             if let Some(index) = cx.step {
                 let skeleton = &mut cx.skeletons[index];
                 skeleton.needs = needs.clone();

@@ -8,7 +8,7 @@ fn plans_the_churn_pipeline_in_layers() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.starts_with("pipeline churn: 8 step instances in 7 layers\nparams: lr=0.1 (given)\n"),
+        text.starts_with("pipeline churn: 9 step instances in 8 layers\nparams: lr=0.1 (given)\n"),
         "{text}"
     );
     assert!(text.contains("  train[lr=0.01] (command) after ingest\n    command: python train.py --lr 0.01 --out model-0.01.pkl\n"));
@@ -26,7 +26,7 @@ fn json_plan_has_every_instance() {
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let layers = plan["layers"].as_array().expect("layers");
-    assert_eq!(layers.len(), 7);
+    assert_eq!(layers.len(), 8);
     let ids: Vec<&str> = layers[1]
         .as_array()
         .expect("layer")

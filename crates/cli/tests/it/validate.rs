@@ -8,7 +8,7 @@ fn example_pipelines_are_ok() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        "pipelines/churn.yaml: ok, 7 steps\npipelines/drift-retrain.yaml: ok, 5 steps\npipelines/quickstart.yaml: ok, 1 step\n"
+        "pipelines/churn.yaml: ok, 8 steps\npipelines/drift-retrain.yaml: ok, 5 steps\npipelines/quickstart.yaml: ok, 1 step\n"
     );
     assert_eq!(stderr(&out), "");
 }
@@ -17,7 +17,7 @@ fn example_pipelines_are_ok() {
 fn defaults_to_the_pipelines_folder() {
     let out = weir(&["validate"]);
     assert!(out.status.success());
-    assert!(stdout(&out).contains("pipelines/churn.yaml: ok, 7 steps"));
+    assert!(stdout(&out).contains("pipelines/churn.yaml: ok, 8 steps"));
 }
 
 #[test]
