@@ -1,7 +1,8 @@
 //! Evaluating expressions against a JSON context, and turning values into
 //! the text a template shows.
 
-use crate::expr::Expr;
+use crate::expr::{Expr, Reference};
+use cel::common::ast::Expr as Node;
 use cel::objects::{Key, Map};
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -53,6 +54,63 @@ impl Context {
         }
     }
 
+    /// The value at a path an expression reads, or `None` when it is absent.
+    pub fn read(&self, reference: &Reference) -> Option<Json> {
+        let expr = Expr::compile(&reference.source()).ok()?;
+        self.eval(&expr).ok()
+    }
+
+    /// Why `expr` has the value it has, in the values it compared:
+    /// `0.81 >= 0.84 is false`. Both sides of `&&` and `||` are explained,
+    /// joined by a comma; anything else is `source is value`.
+    pub fn explain(&self, expr: &Expr) -> String {
+        if let Some(inner) = strip_parens(expr.source()).and_then(|s| Expr::compile(s).ok()) {
+            return self.explain(&inner);
+        }
+        let source: Vec<char> = expr.source().chars().collect();
+        let root = expr.program().expression();
+        let split = match &root.expr {
+            Node::Call(call) if call.args.len() == 2 && call.target.is_none() => {
+                operator(&call.func_name).and_then(|op| {
+                    let (start, _) = expr.program().source_info().offset_for(root.id)?;
+                    let start = start as usize;
+                    let end = start + op.chars().count();
+                    (end <= source.len()).then(|| {
+                        let left: String = source[..start].iter().collect();
+                        let right: String = source[end..].iter().collect();
+                        (op, left, right)
+                    })
+                })
+            }
+            _ => None,
+        };
+        let parts = split.and_then(|(op, left, right)| {
+            let left = Expr::compile(left.trim()).ok()?;
+            let right = Expr::compile(right.trim()).ok()?;
+            Some((op, left, right))
+        });
+        match parts {
+            Some(("&&" | "||", left, right)) => {
+                format!("{}, {}", self.explain(&left), self.explain(&right))
+            }
+            Some((op, left, right)) => {
+                let shown = |e: &Expr| match self.eval(e) {
+                    Ok(value) => value.to_string(),
+                    Err(err) => format!("({})", err.reason),
+                };
+                let verdict = match self.eval(expr) {
+                    Ok(value) => value.to_string(),
+                    Err(err) => format!("an error: {}", err.reason),
+                };
+                format!("{} {op} {} is {verdict}", shown(&left), shown(&right))
+            }
+            None => match self.eval(expr) {
+                Ok(value) => format!("{} is {value}", expr.source()),
+                Err(err) => err.to_string(),
+            },
+        }
+    }
+
     /// Evaluates `expr`, which must yield a boolean.
     pub fn eval_bool(&self, expr: &Expr) -> Result<bool, EvalError> {
         match self.eval(expr)? {
@@ -73,6 +131,49 @@ pub fn render_value(value: &Json) -> String {
         Json::Null => String::new(),
         other => other.to_string(),
     }
+}
+
+/// The inside of `( … )` when those parentheses enclose the whole text.
+fn strip_parens(source: &str) -> Option<&str> {
+    let inner = source.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in inner.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth < 0 {
+                        return None;
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+    (depth == 0).then_some(inner)
+}
+
+/// The operator text of a binary call the explanation splits at.
+fn operator(func_name: &str) -> Option<&'static str> {
+    Some(match func_name {
+        "_>=_" => ">=",
+        "_<=_" => "<=",
+        "_>_" => ">",
+        "_<_" => "<",
+        "_==_" => "==",
+        "_!=_" => "!=",
+        "_&&_" => "&&",
+        "_||_" => "||",
+        _ => return None,
+    })
 }
 
 fn type_name(value: &Json) -> &'static str {
@@ -208,6 +309,53 @@ mod tests {
             .eval_bool(&Expr::compile("params.lr").expect("compiles"))
             .expect_err("a string");
         assert_eq!(err.reason, "expected a boolean, got string");
+    }
+
+    #[test]
+    fn explains_comparisons_with_the_values_read() {
+        let mut ctx = Context::new();
+        ctx.set(
+            "steps",
+            json!({"validate": {"metrics": {"accuracy": 0.81}}}),
+        );
+        ctx.set(
+            "models",
+            json!({"churn": {"production": {"metrics": {"accuracy": 0.84}}}}),
+        );
+        let expr = Expr::compile(
+            "!has(models.churn.production) || steps.validate.metrics.accuracy >= models.churn.production.metrics.accuracy",
+        )
+        .expect("compiles");
+        assert_eq!(
+            ctx.explain(&expr),
+            "!has(models.churn.production) is false, 0.81 >= 0.84 is false"
+        );
+        let expr = Expr::compile("(steps.validate.metrics.accuracy < 0.9)").expect("compiles");
+        assert_eq!(ctx.explain(&expr), "0.81 < 0.9 is true");
+        let expr = Expr::compile("steps.validate.metrics.f1 > 0.5").expect("compiles");
+        assert_eq!(
+            ctx.explain(&expr),
+            "(no such key 'f1') > 0.5 is an error: no such key 'f1'"
+        );
+    }
+
+    #[test]
+    fn reads_paths_and_absent_ones() {
+        let ctx = ctx();
+        let expr = Expr::compile("steps.validate.metrics.n > 1 || has(models.churn.production)")
+            .expect("compiles");
+        let reads: Vec<(String, Option<Json>)> = expr
+            .references()
+            .iter()
+            .map(|r| (r.source(), ctx.read(r)))
+            .collect();
+        assert_eq!(
+            reads,
+            vec![
+                ("steps.validate.metrics.n".to_owned(), Some(json!(3))),
+                ("models.churn.production".to_owned(), None),
+            ]
+        );
     }
 
     #[test]

@@ -135,6 +135,27 @@ impl Reference {
         &self.segments[0].name
     }
 
+    /// The path as CEL source: `steps.train.metrics`, with brackets for
+    /// names that are not identifiers (`steps["build-image"].state`).
+    pub fn source(&self) -> String {
+        let mut out = self.segments[0].name.clone();
+        for segment in &self.segments[1..] {
+            let name = &segment.name;
+            let identifier = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if identifier {
+                out.push('.');
+                out.push_str(name);
+            } else {
+                out.push_str(&format!("[{}]", serde_json::Value::String(name.clone())));
+            }
+        }
+        out
+    }
+
     /// The dotted form, `steps.train.metrics`.
     pub fn dotted(&self) -> String {
         let names: Vec<&str> = self.segments.iter().map(|s| s.name.as_str()).collect();

@@ -117,7 +117,9 @@ pub fn plan(pipeline: &Pipeline, given: &[(String, String)]) -> Result<Plan, Vec
     })
 }
 
-fn resolve_params(
+/// Every param of `pipeline` with its value: given (the last one wins) or
+/// the default. Errors name unknown params and required ones left out.
+pub fn resolve_params(
     pipeline: &Pipeline,
     given: &[(String, String)],
 ) -> Result<Vec<PlanParam>, Vec<String>> {
@@ -156,7 +158,7 @@ fn resolve_params(
 
 /// Every combination of the step's matrix values, in file order; one empty
 /// combination for a step without a matrix.
-fn instances(step: &Step) -> Vec<Map<String, Json>> {
+pub fn instances(step: &Step) -> Vec<Map<String, Json>> {
     let mut combos = vec![Map::new()];
     for axis in &step.matrix {
         combos = combos

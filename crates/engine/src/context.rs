@@ -1,0 +1,55 @@
+//! The variables `if:` and `gate:` expressions read, built from a run:
+//! `params`, `run`, `steps`, `matrix`, `models` and `event`.
+
+use crate::run::{Run, StepRun};
+use serde_json::{Map, Value as Json, json};
+use weir_expr::{Context, Expr};
+use weir_model::Pipeline;
+
+/// The context for expressions of the instance `index` of `run`.
+pub(crate) fn for_instance(run: &Run, pipeline: &Pipeline, index: usize) -> Context {
+    let mut context = Context::new();
+    let params: Map<String, Json> = run
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+        .collect();
+    context.set("params", Json::Object(params));
+    context.set(
+        "run",
+        json!({ "id": run.id, "trigger": run.trigger, "pipeline": run.pipeline }),
+    );
+    let mut steps = Map::new();
+    for (step_index, step) in pipeline.steps.iter().enumerate() {
+        let instances: Vec<&StepRun> = run.steps.iter().filter(|s| s.step == step_index).collect();
+        let value = if step.matrix.is_empty() {
+            instances.first().map_or(Json::Null, |s| results(s))
+        } else {
+            Json::Array(instances.iter().map(|s| results(s)).collect())
+        };
+        steps.insert(step.id.value.clone(), value);
+    }
+    context.set("steps", Json::Object(steps));
+    context.set("matrix", Json::Object(run.steps[index].matrix.clone()));
+    context.set("models", run.models.clone());
+    context.set("event", run.event.clone());
+    context
+}
+
+/// What `steps.<id>` shows of one instance: its state and its last
+/// attempt's exit code, metrics and outputs.
+fn results(instance: &StepRun) -> Json {
+    let last = instance.last_attempt();
+    json!({
+        "state": instance.state.as_str(),
+        "exit_code": last.and_then(|a| a.exit_code),
+        "metrics": last.map(|a| Json::Object(a.metrics.clone())).unwrap_or_else(|| json!({})),
+        "outputs": last.map(|a| Json::Object(a.outputs.clone())).unwrap_or_else(|| json!({})),
+        "matrix": Json::Object(instance.matrix.clone()),
+    })
+}
+
+/// Evaluates a condition; an error names the expression and what was missing.
+pub(crate) fn condition(context: &Context, expr: &Expr) -> Result<bool, String> {
+    context.eval_bool(expr).map_err(|e| format!("if: {e}"))
+}

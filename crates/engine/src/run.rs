@@ -1,0 +1,330 @@
+//! The state of a run: its step instances (one per matrix combination) and
+//! their attempts, as the store keeps them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use std::fmt;
+use std::str::FromStr;
+use weir_model::Pipeline;
+use weir_model::plan::{instance_id, instances, resolve_params};
+
+/// A point in time; the engine never reads a clock, callers pass it in.
+pub type Time = DateTime<Utc>;
+
+macro_rules! states {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            /// The name stored and shown.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($text => Ok($name::$variant),)*
+                    other => Err(format!("unknown {} '{other}'", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+states! {
+    /// Where a run is: `queued → running → succeeded | failed | cancelled`.
+    RunState {
+        /// Created, no step started yet.
+        Queued = "queued",
+        /// At least one step has been decided on.
+        Running = "running",
+        /// Every step succeeded or was skipped.
+        Succeeded = "succeeded",
+        /// A step failed (or the run timed out).
+        Failed = "failed",
+        /// Cancelled by a user or by the concurrency policy.
+        Cancelled = "cancelled",
+    }
+}
+
+states! {
+    /// Where a step instance is.
+    StepState {
+        /// Waiting for its needs, a free slot, or its retry delay.
+        Pending = "pending",
+        /// An attempt has been started and has not finished.
+        Running = "running",
+        /// An approval waiting for a decision.
+        Waiting = "waiting",
+        /// Done, successfully.
+        Succeeded = "succeeded",
+        /// Done, unsuccessfully, with no retry left.
+        Failed = "failed",
+        /// Stopped by a cancellation.
+        Cancelled = "cancelled",
+        /// Not run: its `if:` was false or an upstream step did not succeed.
+        Skipped = "skipped",
+    }
+}
+
+states! {
+    /// Where one attempt of a step is.
+    AttemptState {
+        /// Decided and committed; the executor has not confirmed the start.
+        Pending = "pending",
+        /// The executor started it.
+        Running = "running",
+        /// Exited 0 with readable outputs.
+        Succeeded = "succeeded",
+        /// Exited non-zero, timed out, or its outputs were malformed.
+        Failed = "failed",
+        /// Stopped by a cancellation.
+        Cancelled = "cancelled",
+        /// weir stopped while it ran and found no trace of it: weir's
+        /// failure, not the step's, so it does not count as a retry.
+        Lost = "lost",
+    }
+}
+
+impl RunState {
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
+    }
+}
+
+impl StepState {
+    /// Whether the step is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StepState::Succeeded | StepState::Failed | StepState::Cancelled | StepState::Skipped
+        )
+    }
+}
+
+impl AttemptState {
+    /// Whether the attempt is over.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, AttemptState::Pending | AttemptState::Running)
+    }
+}
+
+/// One run of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Unique id, chosen by the caller.
+    pub id: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// What started it: `manual`, `schedule`, `webhook`, `drift`, `retry`, …
+    pub trigger: String,
+    /// Every param with its value, in the pipeline's order.
+    pub params: Vec<(String, String)>,
+    /// The webhook or drift payload (`event` in expressions), or null.
+    pub event: Json,
+    /// The registry as expressions see it (`models.<name>.<alias>`).
+    pub models: Json,
+    /// Where the run is.
+    pub state: RunState,
+    /// Why it ended, when it did not succeed.
+    pub reason: Option<String>,
+    /// When it was created.
+    pub created_at: Time,
+    /// When its first step was decided on.
+    pub started_at: Option<Time>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<Time>,
+    /// When the whole run times out, if it has a limit.
+    pub deadline: Option<Time>,
+    /// Set once a cancellation (or the run's timeout) was decided.
+    pub stopping: Option<Stopping>,
+    /// One entry per step instance, in pipeline order.
+    pub steps: Vec<StepRun>,
+}
+
+/// Why a run is being stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopping {
+    /// Shown as the reason of everything it stops.
+    pub reason: String,
+    /// Whether the run ends `failed` (its timeout) rather than `cancelled`.
+    pub fails: bool,
+}
+
+/// One instance of a step (a step without a matrix has one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRun {
+    /// The instance id: `train`, or `train[lr=0.1]`.
+    pub id: String,
+    /// Index of its step in the pipeline.
+    pub step: usize,
+    /// Its matrix values.
+    pub matrix: Map<String, Json>,
+    /// Where it is.
+    pub state: StepState,
+    /// Why it failed, was skipped or cancelled; or a note while pending.
+    pub reason: Option<String>,
+    /// Attempts so far, numbered from 1.
+    pub attempts: Vec<Attempt>,
+    /// A retry does not start before this.
+    pub not_before: Option<Time>,
+    /// An approval fails at this time.
+    pub waiting_until: Option<Time>,
+    /// For gates: each expression with the values it read and its verdict.
+    pub evidence: Vec<Evidence>,
+    /// When it left `pending` the first time.
+    pub started_at: Option<Time>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<Time>,
+}
+
+/// One attempt at running a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first attempt; the step sees it as `WEIR_ATTEMPT`.
+    pub number: u32,
+    /// Where it is.
+    pub state: AttemptState,
+    /// When it was decided.
+    pub created_at: Time,
+    /// When the executor started it.
+    pub started_at: Option<Time>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<Time>,
+    /// When it times out, from its start and the step's `timeout`.
+    pub deadline: Option<Time>,
+    /// A stop was asked of the executor, and why.
+    pub stopping: Option<crate::StopReason>,
+    /// The process's exit code.
+    pub exit_code: Option<i32>,
+    /// `metrics.json`.
+    pub metrics: Map<String, Json>,
+    /// `outputs.json` (for a register step: the new `version`).
+    pub outputs: Map<String, Json>,
+    /// Why it failed, when it did.
+    pub reason: Option<String>,
+}
+
+/// One gate expression's evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The expression as written.
+    pub expression: String,
+    /// Every path it read, with the value found (`None`: absent).
+    pub reads: Vec<Read>,
+    /// Whether it held.
+    pub holds: bool,
+    /// The values compared: `0.81 >= 0.84 is false`.
+    pub explanation: String,
+}
+
+/// A value an expression read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Read {
+    /// The path, as CEL.
+    pub path: String,
+    /// The value, or `None` when absent.
+    pub value: Option<Json>,
+}
+
+/// A new run of `pipeline`, queued, with one step instance per matrix
+/// combination. Errors name params that are unknown or missing.
+pub fn new_run(
+    pipeline: &Pipeline,
+    id: &str,
+    trigger: &str,
+    given: &[(String, String)],
+    event: Json,
+    models: Json,
+    now: Time,
+) -> Result<Run, Vec<String>> {
+    let params = resolve_params(pipeline, given)?
+        .into_iter()
+        .map(|p| (p.name, p.value))
+        .collect();
+    let mut steps = Vec::new();
+    for (index, step) in pipeline.steps.iter().enumerate() {
+        for matrix in instances(step) {
+            steps.push(StepRun {
+                id: instance_id(&step.id.value, &matrix),
+                step: index,
+                matrix,
+                state: StepState::Pending,
+                reason: None,
+                attempts: Vec::new(),
+                not_before: None,
+                waiting_until: None,
+                evidence: Vec::new(),
+                started_at: None,
+                finished_at: None,
+            });
+        }
+    }
+    Ok(Run {
+        id: id.to_owned(),
+        pipeline: pipeline.name.value.clone(),
+        trigger: trigger.to_owned(),
+        params,
+        event,
+        models,
+        state: RunState::Queued,
+        reason: None,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        deadline: None,
+        stopping: None,
+        steps,
+    })
+}
+
+impl Run {
+    /// The instance with this id.
+    pub fn step(&self, id: &str) -> Option<&StepRun> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+impl StepRun {
+    /// The latest attempt.
+    pub fn last_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    /// Attempts that failed on their own account (lost ones excluded).
+    pub fn failures(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.state == AttemptState::Failed)
+            .count()
+    }
+
+    /// Attempts lost to a crash of weir.
+    pub fn losses(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.state == AttemptState::Lost)
+            .count()
+    }
+}
