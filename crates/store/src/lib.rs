@@ -1,0 +1,83 @@
+//! weir's state: pipeline versions, runs with their step instances and
+//! attempts, logs and events, in SQLite (one node, the default) or
+//! PostgreSQL (several nodes).
+//!
+//! The same queries serve both databases (JSON is stored as text, numbers
+//! as 64-bit integers); where they differ, a plain `match` on [`Db`] says
+//! so. What the store does not know: HTTP, Docker, or the rules of the
+//! engine — it keeps what the engine decided, nothing more.
+
+mod db;
+mod events;
+mod logs;
+mod runs;
+
+pub use db::Db;
+pub use events::EventRecord;
+
+use thiserror::Error;
+
+/// The default cap of one attempt's stored log; past it the oldest bytes go.
+pub const DEFAULT_LOG_CAP: u64 = 16 * 1024 * 1024;
+
+/// A connection pool to weir's database, migrated to the current schema.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+    log_cap: u64,
+}
+
+/// What went wrong with the store.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The `--db` URL is not one weir understands.
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://USER@HOST/DB")]
+    BadUrl(String),
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A folder for the SQLite file could not be made.
+    #[error("cannot create {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No run with this id.
+    #[error("no run '{0}' in this store")]
+    NoSuchRun(String),
+    /// A stored value that does not read back (a bug, or a hand-edited database).
+    #[error("stored data does not read back: {0}")]
+    Corrupt(String),
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`), creating the
+    /// SQLite file and its folder when missing, and migrates the schema.
+    pub async fn connect(url: &str) -> Result<Store, Error> {
+        let db = Db::connect(url).await?;
+        Ok(Store {
+            db,
+            log_cap: DEFAULT_LOG_CAP,
+        })
+    }
+
+    /// The same store with another per-attempt log cap, in bytes.
+    pub fn with_log_cap(self, log_cap: u64) -> Store {
+        Store { log_cap, ..self }
+    }
+
+    /// The database behind the store.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}

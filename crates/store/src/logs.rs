@@ -1,0 +1,136 @@
+//! Step logs, stored in chunks as they arrive and capped per attempt: past
+//! the cap the oldest chunks go, and reading says how much was dropped.
+
+use crate::db::on_db;
+use crate::{Error, Store};
+use chrono::Utc;
+
+impl Store {
+    /// Appends `data` to the log of an attempt, dropping the oldest bytes
+    /// when the attempt's log would pass the cap.
+    pub async fn append_log(
+        &self,
+        run: &str,
+        step: usize,
+        attempt: u32,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let cap = self.log_cap.max(1);
+        // A chunk larger than the cap keeps its tail only.
+        let (data, mut dropped) = if data.len() as u64 > cap {
+            let cut = data.len() - cap as usize;
+            (&data[cut..], cut as i64)
+        } else {
+            (data, 0)
+        };
+        let (step, attempt) = (step as i64, i64::from(attempt));
+        on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let (mut bytes,): (i64,) = sqlx::query_as(
+                "SELECT log_bytes FROM attempts WHERE run_id = $1 AND step_idx = $2 AND number = $3",
+            )
+            .bind(run)
+            .bind(step)
+            .bind(attempt)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (seq,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM logs WHERE run_id = $1 AND step_idx = $2 AND attempt = $3",
+            )
+            .bind(run)
+            .bind(step)
+            .bind(attempt)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO logs (run_id, step_idx, attempt, seq, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(run)
+                .bind(step)
+                .bind(attempt)
+                .bind(seq)
+                .bind(data)
+                .bind(Utc::now())
+                .execute(&mut *tx)
+                .await?;
+            bytes += data.len() as i64;
+            if bytes > cap as i64 {
+                let chunks: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT seq, CAST(length(data) AS BIGINT) FROM logs WHERE run_id = $1 AND step_idx = $2 AND attempt = $3 AND seq < $4 ORDER BY seq",
+                )
+                .bind(run)
+                .bind(step)
+                .bind(attempt)
+                .bind(seq)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut last_dropped = 0;
+                for (old_seq, len) in chunks {
+                    if bytes <= cap as i64 {
+                        break;
+                    }
+                    bytes -= len;
+                    dropped += len;
+                    last_dropped = old_seq;
+                }
+                sqlx::query("DELETE FROM logs WHERE run_id = $1 AND step_idx = $2 AND attempt = $3 AND seq <= $4")
+                    .bind(run)
+                    .bind(step)
+                    .bind(attempt)
+                    .bind(last_dropped)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE attempts SET log_bytes = $1, log_dropped = log_dropped + $2 WHERE run_id = $3 AND step_idx = $4 AND number = $5",
+            )
+            .bind(bytes)
+            .bind(dropped)
+            .bind(run)
+            .bind(step)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The stored log of an attempt; when bytes were dropped, a marker line
+    /// saying how many comes first.
+    pub async fn read_log(&self, run: &str, step: usize, attempt: u32) -> Result<Vec<u8>, Error> {
+        let (step, attempt) = (step as i64, i64::from(attempt));
+        let (dropped, chunks): (Option<(i64,)>, Vec<(Vec<u8>,)>) = on_db!(&self.db, pool => {
+            let dropped = sqlx::query_as("SELECT log_dropped FROM attempts WHERE run_id = $1 AND step_idx = $2 AND number = $3")
+                .bind(run)
+                .bind(step)
+                .bind(attempt)
+                .fetch_optional(pool)
+                .await?;
+            let chunks = sqlx::query_as("SELECT data FROM logs WHERE run_id = $1 AND step_idx = $2 AND attempt = $3 ORDER BY seq")
+                .bind(run)
+                .bind(step)
+                .bind(attempt)
+                .fetch_all(pool)
+                .await?;
+            (dropped, chunks)
+        });
+        let mut out = Vec::new();
+        if let Some((dropped,)) = dropped
+            && dropped > 0
+        {
+            out.extend_from_slice(
+                format!(
+                    "[weir: {dropped} earlier bytes dropped; an attempt keeps the last {} bytes]\n",
+                    self.log_cap
+                )
+                .as_bytes(),
+            );
+        }
+        for (chunk,) in chunks {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}

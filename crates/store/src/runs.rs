@@ -1,0 +1,393 @@
+//! Runs, their step instances and attempts: created, saved as the engine
+//! changes them (only the rows that changed, in one transaction), loaded.
+
+use crate::db::on_db;
+use crate::{Error, Store};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::str::FromStr;
+use weir_engine::{Attempt, Run, StepRun};
+
+/// A `runs` row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct RunRow {
+    id: String,
+    pipeline: String,
+    trigger: String,
+    params: String,
+    event: String,
+    models: String,
+    state: String,
+    reason: Option<String>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    deadline: Option<DateTime<Utc>>,
+    stopping: Option<String>,
+}
+
+/// A `steps` row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct StepRow {
+    idx: i64,
+    id: String,
+    step: i64,
+    matrix: String,
+    state: String,
+    reason: Option<String>,
+    not_before: Option<DateTime<Utc>>,
+    waiting_until: Option<DateTime<Utc>>,
+    evidence: String,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// An `attempts` row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct AttemptRow {
+    step_idx: i64,
+    number: i64,
+    state: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    deadline: Option<DateTime<Utc>>,
+    stopping: Option<String>,
+    exit_code: Option<i64>,
+    metrics: String,
+    outputs: String,
+    reason: Option<String>,
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    // Serializing plain data (maps, strings, numbers) cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn parse_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+}
+
+fn parse_state<T: FromStr<Err = String>>(text: &str) -> Result<T, Error> {
+    text.parse().map_err(Error::Corrupt)
+}
+
+fn run_row(run: &Run) -> RunRow {
+    RunRow {
+        id: run.id.clone(),
+        pipeline: run.pipeline.clone(),
+        trigger: run.trigger.clone(),
+        params: json(&run.params),
+        event: json(&run.event),
+        models: json(&run.models),
+        state: run.state.as_str().to_owned(),
+        reason: run.reason.clone(),
+        created_at: run.created_at,
+        started_at: run.started_at,
+        finished_at: run.finished_at,
+        deadline: run.deadline,
+        stopping: run.stopping.as_ref().map(json),
+    }
+}
+
+fn step_row(idx: usize, step: &StepRun) -> StepRow {
+    StepRow {
+        idx: idx as i64,
+        id: step.id.clone(),
+        step: step.step as i64,
+        matrix: json(&step.matrix),
+        state: step.state.as_str().to_owned(),
+        reason: step.reason.clone(),
+        not_before: step.not_before,
+        waiting_until: step.waiting_until,
+        evidence: json(&step.evidence),
+        started_at: step.started_at,
+        finished_at: step.finished_at,
+    }
+}
+
+fn attempt_row(step_idx: usize, attempt: &Attempt) -> AttemptRow {
+    AttemptRow {
+        step_idx: step_idx as i64,
+        number: i64::from(attempt.number),
+        state: attempt.state.as_str().to_owned(),
+        created_at: attempt.created_at,
+        started_at: attempt.started_at,
+        finished_at: attempt.finished_at,
+        deadline: attempt.deadline,
+        stopping: attempt.stopping.as_ref().map(json),
+        exit_code: attempt.exit_code.map(i64::from),
+        metrics: json(&attempt.metrics),
+        outputs: json(&attempt.outputs),
+        reason: attempt.reason.clone(),
+    }
+}
+
+const UPSERT_RUN: &str = "INSERT INTO runs (id, pipeline, pipeline_hash, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, started_at = excluded.started_at, \
+     finished_at = excluded.finished_at, deadline = excluded.deadline, stopping = excluded.stopping, models = excluded.models";
+
+const UPSERT_STEP: &str = "INSERT INTO steps (run_id, idx, id, step, matrix, state, reason, not_before, waiting_until, evidence, started_at, finished_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (run_id, idx) DO UPDATE SET state = excluded.state, reason = excluded.reason, not_before = excluded.not_before, \
+     waiting_until = excluded.waiting_until, evidence = excluded.evidence, started_at = excluded.started_at, finished_at = excluded.finished_at";
+
+const UPSERT_ATTEMPT: &str = "INSERT INTO attempts (run_id, step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, reason) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (run_id, step_idx, number) DO UPDATE SET state = excluded.state, started_at = excluded.started_at, \
+     finished_at = excluded.finished_at, deadline = excluded.deadline, stopping = excluded.stopping, exit_code = excluded.exit_code, \
+     metrics = excluded.metrics, outputs = excluded.outputs, reason = excluded.reason";
+
+/// The rows that differ between two states of a run (all of them when
+/// there is no earlier state).
+struct Changes {
+    run: Option<RunRow>,
+    steps: Vec<StepRow>,
+    attempts: Vec<AttemptRow>,
+}
+
+fn changes(before: Option<&Run>, after: &Run) -> Changes {
+    let run = run_row(after);
+    let run = match before {
+        Some(b) if run_row(b) == run => None,
+        _ => Some(run),
+    };
+    let mut steps = Vec::new();
+    let mut attempts = Vec::new();
+    for (idx, step) in after.steps.iter().enumerate() {
+        let old = before.and_then(|b| b.steps.get(idx));
+        let row = step_row(idx, step);
+        if old.is_none_or(|o| step_row(idx, o) != row) {
+            steps.push(row);
+        }
+        for attempt in &step.attempts {
+            let old_attempt =
+                old.and_then(|o| o.attempts.iter().find(|a| a.number == attempt.number));
+            if old_attempt != Some(attempt) {
+                attempts.push(attempt_row(idx, attempt));
+            }
+        }
+    }
+    Changes {
+        run,
+        steps,
+        attempts,
+    }
+}
+
+impl Store {
+    /// Stores a pipeline file's text under its SHA-256 and returns the hash.
+    /// Storing the same text again is a no-op.
+    pub async fn save_pipeline(&self, name: &str, source: &str) -> Result<String, Error> {
+        let hash = hex::encode(Sha256::digest(source.as_bytes()));
+        on_db!(&self.db, pool => {
+            sqlx::query("INSERT INTO pipelines (hash, name, source, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING")
+                .bind(&hash)
+                .bind(name)
+                .bind(source)
+                .bind(Utc::now())
+                .execute(pool)
+                .await?;
+        });
+        Ok(hash)
+    }
+
+    /// The text of the pipeline version `hash`.
+    pub async fn pipeline_source(&self, hash: &str) -> Result<Option<String>, Error> {
+        let source: Option<(String,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT source FROM pipelines WHERE hash = $1").bind(hash).fetch_optional(pool).await?
+        });
+        Ok(source.map(|s| s.0))
+    }
+
+    /// Stores a new run of the pipeline version `pipeline_hash`, with all
+    /// its step instances.
+    pub async fn create_run(&self, run: &Run, pipeline_hash: &str) -> Result<(), Error> {
+        self.write(None, run, pipeline_hash).await
+    }
+
+    /// Commits what changed from `before` to `after` (the same run), in one
+    /// transaction: the engine's decisions are durable once this returns.
+    pub async fn save_run(&self, before: &Run, after: &Run) -> Result<(), Error> {
+        self.write(Some(before), after, "").await
+    }
+
+    async fn write(
+        &self,
+        before: Option<&Run>,
+        after: &Run,
+        pipeline_hash: &str,
+    ) -> Result<(), Error> {
+        let changes = changes(before, after);
+        if changes.run.is_none() && changes.steps.is_empty() && changes.attempts.is_empty() {
+            return Ok(());
+        }
+        on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(r) = &changes.run {
+                sqlx::query(UPSERT_RUN)
+                    .bind(&r.id)
+                    .bind(&r.pipeline)
+                    .bind(pipeline_hash)
+                    .bind(&r.trigger)
+                    .bind(&r.params)
+                    .bind(&r.event)
+                    .bind(&r.models)
+                    .bind(&r.state)
+                    .bind(&r.reason)
+                    .bind(r.created_at)
+                    .bind(r.started_at)
+                    .bind(r.finished_at)
+                    .bind(r.deadline)
+                    .bind(&r.stopping)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for s in &changes.steps {
+                sqlx::query(UPSERT_STEP)
+                    .bind(&after.id)
+                    .bind(s.idx)
+                    .bind(&s.id)
+                    .bind(s.step)
+                    .bind(&s.matrix)
+                    .bind(&s.state)
+                    .bind(&s.reason)
+                    .bind(s.not_before)
+                    .bind(s.waiting_until)
+                    .bind(&s.evidence)
+                    .bind(s.started_at)
+                    .bind(s.finished_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for a in &changes.attempts {
+                sqlx::query(UPSERT_ATTEMPT)
+                    .bind(&after.id)
+                    .bind(a.step_idx)
+                    .bind(a.number)
+                    .bind(&a.state)
+                    .bind(a.created_at)
+                    .bind(a.started_at)
+                    .bind(a.finished_at)
+                    .bind(a.deadline)
+                    .bind(&a.stopping)
+                    .bind(a.exit_code)
+                    .bind(&a.metrics)
+                    .bind(&a.outputs)
+                    .bind(&a.reason)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Loads a run with all its step instances and attempts.
+    pub async fn load_run(&self, id: &str) -> Result<Run, Error> {
+        let (run, steps, attempts): (Option<RunRow>, Vec<StepRow>, Vec<AttemptRow>) = on_db!(&self.db, pool => {
+            let run = sqlx::query_as(
+                "SELECT id, pipeline, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping FROM runs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            let steps = sqlx::query_as(
+                "SELECT idx, id, step, matrix, state, reason, not_before, waiting_until, evidence, started_at, finished_at FROM steps WHERE run_id = $1 ORDER BY idx",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            let attempts = sqlx::query_as(
+                "SELECT step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, reason FROM attempts WHERE run_id = $1 ORDER BY step_idx, number",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            (run, steps, attempts)
+        });
+        let run = run.ok_or_else(|| Error::NoSuchRun(id.to_owned()))?;
+        let mut instances: Vec<StepRun> = steps
+            .into_iter()
+            .map(|s| {
+                Ok(StepRun {
+                    id: s.id,
+                    step: s.step as usize,
+                    matrix: parse_json(&s.matrix, "step matrix")?,
+                    state: parse_state(&s.state)?,
+                    reason: s.reason,
+                    attempts: Vec::new(),
+                    not_before: s.not_before,
+                    waiting_until: s.waiting_until,
+                    evidence: parse_json(&s.evidence, "gate evidence")?,
+                    started_at: s.started_at,
+                    finished_at: s.finished_at,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        for a in attempts {
+            let instance = instances.get_mut(a.step_idx as usize).ok_or_else(|| {
+                Error::Corrupt(format!("attempt of missing step #{}", a.step_idx))
+            })?;
+            instance.attempts.push(Attempt {
+                number: a.number as u32,
+                state: parse_state(&a.state)?,
+                created_at: a.created_at,
+                started_at: a.started_at,
+                finished_at: a.finished_at,
+                deadline: a.deadline,
+                stopping: a
+                    .stopping
+                    .as_deref()
+                    .map(|s| parse_json(s, "attempt stop"))
+                    .transpose()?,
+                exit_code: a.exit_code.map(|c| c as i32),
+                metrics: parse_json(&a.metrics, "metrics")?,
+                outputs: parse_json(&a.outputs, "outputs")?,
+                reason: a.reason,
+            });
+        }
+        Ok(Run {
+            id: run.id,
+            pipeline: run.pipeline,
+            trigger: run.trigger,
+            params: parse_json(&run.params, "run params")?,
+            event: parse_json(&run.event, "run event")?,
+            models: parse_json(&run.models, "run models")?,
+            state: parse_state(&run.state)?,
+            reason: run.reason,
+            created_at: run.created_at,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            deadline: run.deadline,
+            stopping: run
+                .stopping
+                .as_deref()
+                .map(|s| parse_json(s, "run stop"))
+                .transpose()?,
+            steps: instances,
+        })
+    }
+
+    /// The pipeline version a run was created from.
+    pub async fn run_pipeline_hash(&self, id: &str) -> Result<String, Error> {
+        let row: Option<(String,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT pipeline_hash FROM runs WHERE id = $1").bind(id).fetch_optional(pool).await?
+        });
+        row.map(|r| r.0)
+            .ok_or_else(|| Error::NoSuchRun(id.to_owned()))
+    }
+
+    /// Ids of runs not in a terminal state, oldest first.
+    pub async fn unfinished_runs(&self) -> Result<Vec<String>, Error> {
+        let rows: Vec<(String,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id FROM runs WHERE state IN ('queued', 'running') ORDER BY created_at, id")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+}

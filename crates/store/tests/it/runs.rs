@@ -1,0 +1,266 @@
+//! Runs, steps and attempts round-trip; changes are saved; unfinished runs
+//! are found; pipeline versions are kept by hash.
+
+use crate::{at, stores};
+use serde_json::json;
+use weir_engine::{Event, Outcome, RunState, advance, new_run};
+use weir_store::{Error, Store};
+
+const PIPELINE: &str = "name: stored\nparams: { lr: \"0.1\" }\ndefaults: { executor: process }\nsteps:\n  train:\n    matrix: { seed: [1, 2] }\n    run: train\n    retry: { limit: 1, delay: 5s }\n  gate:\n    needs: [train]\n    gate: [\"steps.train.all(t, t.metrics.acc > 0.5)\"]\n  ship: { needs: [gate], run: ship }\n";
+
+fn pipeline() -> weir_model::Pipeline {
+    weir_model::validate(PIPELINE).pipeline.expect("valid")
+}
+
+async fn saved(store: &Store, run: &mut weir_engine::Run, event: Event, now: i64) {
+    let before = run.clone();
+    advance(run, &pipeline(), event, at(now), 10).expect("event fits");
+    store.save_run(&before, run).await.expect("saved");
+}
+
+#[tokio::test]
+async fn every_transition_reads_back_exactly() {
+    for (db, store, _dir) in stores().await {
+        let p = pipeline();
+        let hash = store
+            .save_pipeline("stored", PIPELINE)
+            .await
+            .expect("pipeline saved");
+        let mut run = new_run(
+            &p,
+            "run-1",
+            "manual",
+            &[],
+            json!({"k": "v"}),
+            json!({"m": {}}),
+            at(0),
+        )
+        .expect("run");
+        store.create_run(&run, &hash).await.expect("created");
+        assert_eq!(
+            store.load_run("run-1").await.expect("loads"),
+            run,
+            "{db}: fresh run"
+        );
+
+        saved(&store, &mut run, Event::Tick, 1).await;
+        saved(
+            &store,
+            &mut run,
+            Event::Started {
+                step: 0,
+                attempt: 1,
+            },
+            2,
+        )
+        .await;
+        let mut ok = Outcome {
+            exit_code: Some(0),
+            ..Outcome::default()
+        };
+        ok.metrics.insert("acc".into(), json!(0.9));
+        ok.outputs.insert("path".into(), json!("m.pkl"));
+        saved(
+            &store,
+            &mut run,
+            Event::Exited {
+                step: 0,
+                attempt: 1,
+                outcome: ok.clone(),
+            },
+            3,
+        )
+        .await;
+        saved(
+            &store,
+            &mut run,
+            Event::Started {
+                step: 1,
+                attempt: 1,
+            },
+            3,
+        )
+        .await;
+        let failed = Outcome {
+            exit_code: Some(2),
+            ..Outcome::default()
+        };
+        saved(
+            &store,
+            &mut run,
+            Event::Exited {
+                step: 1,
+                attempt: 1,
+                outcome: failed,
+            },
+            4,
+        )
+        .await;
+        assert_eq!(
+            store.load_run("run-1").await.expect("loads"),
+            run,
+            "{db}: mid-run, a retry pending"
+        );
+        assert_eq!(
+            store.unfinished_runs().await.expect("lists"),
+            ["run-1"],
+            "{db}"
+        );
+
+        saved(&store, &mut run, Event::Tick, 9).await;
+        saved(
+            &store,
+            &mut run,
+            Event::Started {
+                step: 1,
+                attempt: 2,
+            },
+            9,
+        )
+        .await;
+        saved(
+            &store,
+            &mut run,
+            Event::Exited {
+                step: 1,
+                attempt: 2,
+                outcome: ok,
+            },
+            10,
+        )
+        .await;
+        let loaded = store.load_run("run-1").await.expect("loads");
+        assert_eq!(loaded, run, "{db}: gate evidence and the next attempt");
+        assert_eq!(loaded.steps[2].evidence.len(), 1);
+        assert!(loaded.steps[2].evidence[0].holds, "{db}");
+
+        saved(
+            &store,
+            &mut run,
+            Event::Cancel {
+                reason: "stop".into(),
+            },
+            11,
+        )
+        .await;
+        saved(
+            &store,
+            &mut run,
+            Event::Exited {
+                step: 3,
+                attempt: 1,
+                outcome: Outcome {
+                    exit_code: Some(143),
+                    ..Outcome::default()
+                },
+            },
+            12,
+        )
+        .await;
+        let loaded = store.load_run("run-1").await.expect("loads");
+        assert_eq!(loaded.state, RunState::Cancelled, "{db}");
+        assert_eq!(loaded, run, "{db}: finished");
+        assert!(
+            store.unfinished_runs().await.expect("lists").is_empty(),
+            "{db}"
+        );
+        assert_eq!(store.run_pipeline_hash("run-1").await.expect("hash"), hash);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_new_connection_sees_what_was_committed() {
+    for (db, store, dir) in stores().await {
+        if db != "sqlite" {
+            continue;
+        }
+        let p = pipeline();
+        let hash = store
+            .save_pipeline("stored", PIPELINE)
+            .await
+            .expect("saved");
+        let mut run = new_run(&p, "r", "manual", &[], json!(null), json!({}), at(0)).expect("run");
+        store.create_run(&run, &hash).await.expect("created");
+        saved(&store, &mut run, Event::Tick, 1).await;
+        store.close().await;
+        let dir = dir.expect("sqlite has a folder");
+        let reopened = Store::connect(&format!("sqlite://{}/weir.db", dir.path().display()))
+            .await
+            .expect("reopens");
+        assert_eq!(reopened.load_run("r").await.expect("loads"), run);
+    }
+}
+
+#[tokio::test]
+async fn pipeline_versions_are_kept_by_content_hash() {
+    for (db, store, _dir) in stores().await {
+        let a = store.save_pipeline("p", "name: p\n").await.expect("saved");
+        let again = store
+            .save_pipeline("p", "name: p\n")
+            .await
+            .expect("saved again");
+        let b = store
+            .save_pipeline("p", "name: p\n# changed\n")
+            .await
+            .expect("saved");
+        assert_eq!(a, again, "{db}");
+        assert_ne!(a, b, "{db}");
+        assert_eq!(a.len(), 64);
+        assert_eq!(
+            store.pipeline_source(&b).await.expect("reads").as_deref(),
+            Some("name: p\n# changed\n")
+        );
+        assert_eq!(store.pipeline_source("nope").await.expect("reads"), None);
+    }
+}
+
+#[tokio::test]
+async fn events_are_kept_with_their_decision() {
+    for (db, store, _dir) in stores().await {
+        let first = store
+            .record_event(
+                "drift",
+                Some("churn"),
+                None,
+                &json!({"metric": "psi", "value": 0.1}),
+                "below threshold",
+                at(0),
+            )
+            .await
+            .expect("recorded");
+        let second = store
+            .record_event(
+                "webhook",
+                Some("churn"),
+                Some("r9"),
+                &json!({"after": "abc"}),
+                "triggered r9",
+                at(1),
+            )
+            .await
+            .expect("recorded");
+        assert!(second > first, "{db}");
+        let events = store.events(10).await.expect("lists");
+        assert_eq!(events.len(), 2, "{db}");
+        assert_eq!(events[0].decision, "triggered r9");
+        assert_eq!(events[0].run_id.as_deref(), Some("r9"));
+        assert_eq!(events[1].created_at, at(0), "{db}");
+        let payload: serde_json::Value = serde_json::from_str(&events[1].payload).expect("JSON");
+        assert_eq!(payload["value"], json!(0.1));
+    }
+}
+
+#[tokio::test]
+async fn missing_runs_and_bad_urls_are_clear_errors() {
+    for (db, store, _dir) in stores().await {
+        let err = store.load_run("nope").await.expect_err("no such run");
+        assert_eq!(err.to_string(), "no run 'nope' in this store", "{db}");
+    }
+    let err = Store::connect("mysql://x").await.expect_err("unsupported");
+    assert!(matches!(err, Error::BadUrl(_)));
+    assert_eq!(
+        err.to_string(),
+        "unsupported database URL 'mysql://x': use sqlite://PATH or postgres://USER@HOST/DB"
+    );
+}
