@@ -15,7 +15,7 @@ const FORBIDDEN: &[&str] = &["tokio", "sqlx", "bollard", "axum", "hyper", "reqwe
 #[test]
 fn pure_crates_do_not_depend_on_io() {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(root())
         .output()
         .expect("cargo metadata runs");
