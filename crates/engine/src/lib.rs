@@ -10,9 +10,11 @@
 
 mod advance;
 mod context;
+mod prepare;
 mod run;
 
 pub use advance::{Action, Admission, Error, Event, Outcome, StopReason, admit, advance};
+pub use prepare::{Prepared, Program, prepare};
 pub use run::{
     Attempt, AttemptState, Evidence, Read, Run, RunState, StepRun, StepState, Stopping, Time,
     new_run,

@@ -1,0 +1,106 @@
+//! What an attempt runs, with its templates rendered against the run as it
+//! is when the attempt starts: the command line or argv, the image, the
+//! environment. An executor adds the step contract (DESIGN.md §2) on top.
+
+use crate::context;
+use crate::run::Run;
+use weir_model::Pipeline;
+use weir_model::pipeline::{Action as Command, Container, Executor, Gpus, StepKind};
+
+/// A container step's attempt, ready to hand to an executor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// `sh -c LINE` or an argv.
+    pub command: Program,
+    /// The image (docker executor only).
+    pub image: Option<String>,
+    /// Docker or process.
+    pub executor: Executor,
+    /// The pipeline's env then the step's, rendered, in file order.
+    pub env: Vec<(String, String)>,
+    /// Names of the daemon's environment variables to hand over, masked in logs.
+    pub secrets: Vec<String>,
+    /// GPUs asked for.
+    pub gpus: Option<Gpus>,
+    /// CPU limit, in cores.
+    pub cpus: Option<f64>,
+    /// Memory limit, in bytes.
+    pub memory: Option<u64>,
+    /// Artifacts to hash, relative to the work folder.
+    pub artifacts: Vec<String>,
+}
+
+/// The program of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// A shell line, run with `sh -c`.
+    Shell(String),
+    /// An argv, no shell.
+    Argv(Vec<String>),
+}
+
+impl Program {
+    /// The argv to execute: `["sh", "-c", line]` for a shell line.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Program::Shell(line) => vec!["sh".to_owned(), "-c".to_owned(), line.clone()],
+            Program::Argv(argv) => argv.clone(),
+        }
+    }
+}
+
+/// Renders the container step of instance `index` of `run`. An error (a
+/// template reading something absent) names the template and the missing
+/// key, and fails the attempt.
+pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared, String> {
+    let step = &pipeline.steps[run.steps[index].step];
+    let StepKind::Container(container) = &step.kind else {
+        return Err(format!(
+            "step '{}' is a {} step, not a container step",
+            step.id.value,
+            step.kind.name()
+        ));
+    };
+    let ctx = context::for_instance(run, pipeline, index);
+    let render =
+        |t: &weir_expr::Template, what: &str| t.render(&ctx).map_err(|e| format!("{what}: {e}"));
+    let Container {
+        action,
+        image,
+        executor,
+        resources,
+        env,
+        secrets,
+        artifacts,
+        ..
+    } = container.as_ref();
+    let command = match action {
+        Command::Run(line) => Program::Shell(render(&line.value, "run")?),
+        Command::Command(argv) => Program::Argv(
+            argv.iter()
+                .map(|a| render(&a.value, "command"))
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let image = match (image, executor) {
+        (Some(image), Executor::Docker) => Some(render(&image.value, "image")?),
+        _ => None,
+    };
+    let mut rendered_env = Vec::new();
+    for var in pipeline.env.iter().chain(env) {
+        let value = render(&var.value, &format!("env {}", var.name.value))?;
+        rendered_env.retain(|(name, _): &(String, String)| name != &var.name.value);
+        rendered_env.push((var.name.value.clone(), value));
+    }
+    Ok(Prepared {
+        command,
+        image,
+        executor: *executor,
+        env: rendered_env,
+        secrets: secrets.iter().map(|s| s.value.clone()).collect(),
+        gpus: resources.gpus.clone(),
+        cpus: resources.cpus,
+        memory: resources.memory.map(|m| m.bytes()),
+        artifacts: artifacts.iter().map(|a| a.value.clone()).collect(),
+    })
+}

@@ -1,0 +1,203 @@
+//! A step as a child process: what it sees, what comes back, how it stops.
+
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use weir_engine::{Outcome, Prepared, Program};
+use weir_executor::{Attempt, run_process};
+use weir_model::pipeline::Executor;
+
+fn attempt(dir: &Path, line: &str) -> Attempt {
+    Attempt {
+        run_id: "run-7".to_owned(),
+        pipeline: "churn".to_owned(),
+        step: "train[lr=0.1]".to_owned(),
+        number: 2,
+        params: vec![("lr".to_owned(), "0.1".to_owned())],
+        prepared: Prepared {
+            command: Program::Shell(line.to_owned()),
+            image: None,
+            executor: Executor::Process,
+            env: vec![("MODE".to_owned(), "fast".to_owned())],
+            secrets: vec!["TOKEN".to_owned()],
+            gpus: None,
+            cpus: None,
+            memory: None,
+            artifacts: Vec::new(),
+        },
+        work: dir.join("work"),
+        out: dir.join("out"),
+        secrets: vec![("TOKEN".to_owned(), "tok-123456".to_owned())],
+        gpus: vec!["1".to_owned()],
+        grace: Duration::from_millis(500),
+    }
+}
+
+/// Runs to the end and returns the outcome and the whole log.
+async fn run(attempt: &Attempt, stop_after: Option<Duration>) -> (Outcome, String) {
+    let (logs, mut received) = mpsc::channel(64);
+    let (stop, stopped) = watch::channel(None);
+    let collector = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(chunk) = received.recv().await {
+            all.extend(chunk);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let stopper = stop_after.map(|after| {
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = stop.send(Some("cancelled by test".to_owned()));
+        })
+    });
+    let outcome = run_process(attempt, logs, stopped).await;
+    if let Some(stopper) = stopper {
+        stopper.abort();
+    }
+    (outcome, collector.await.expect("collector"))
+}
+
+/// Whether the process whose pid is in `pid_file` still runs (a zombie
+/// waiting for its parent to reap it has ended).
+fn alive(pid_file: &Path) -> bool {
+    let pid = std::fs::read_to_string(pid_file).expect("pid written");
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Whether the process ends within a few seconds: a signal is delivered
+/// when the process is next scheduled, not at once.
+async fn gone(pid_file: &Path) -> bool {
+    for _ in 0..250 {
+        if !alive(pid_file) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_step_sees_the_contract_and_nothing_of_the_daemon() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // cargo runs the tests with CARGO_MANIFEST_DIR set: a daemon variable
+    // that is not in the list a step inherits.
+    assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
+    let a = attempt(dir.path(), "env | sort; pwd");
+    let (outcome, log) = run(&a, None).await;
+    assert_eq!(outcome.exit_code, Some(0), "{log}");
+    assert_eq!(outcome.error, None);
+    let work = dir.path().join("work");
+    let out = dir.path().join("out");
+    for line in [
+        "WEIR_RUN_ID=run-7".to_owned(),
+        "WEIR_PIPELINE=churn".to_owned(),
+        "WEIR_STEP=train[lr=0.1]".to_owned(),
+        "WEIR_ATTEMPT=2".to_owned(),
+        "WEIR_PARAM_LR=0.1".to_owned(),
+        format!("WEIR_WORK={}", work.display()),
+        format!("WEIR_OUT={}", out.display()),
+        "MODE=fast".to_owned(),
+        "TOKEN=***".to_owned(),
+        "CUDA_VISIBLE_DEVICES=1".to_owned(),
+        work.display().to_string(),
+    ] {
+        assert!(log.lines().any(|l| l == line), "missing {line} in\n{log}");
+    }
+    assert!(log.lines().any(|l| l.starts_with("PATH=")));
+    assert!(
+        !log.contains("CARGO_MANIFEST_DIR"),
+        "the daemon's env leaked:\n{log}"
+    );
+    assert!(!log.contains("tok-123456"));
+}
+
+#[tokio::test]
+async fn metrics_and_outputs_come_back_and_bad_ones_fail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let line = r#"echo '{"acc": 0.93}' > "$WEIR_OUT/metrics.json"; echo '{"path": "m.pkl"}' > "$WEIR_OUT/outputs.json""#;
+    let (outcome, _) = run(&attempt(dir.path(), line), None).await;
+    assert_eq!(outcome.error, None);
+    assert_eq!(outcome.metrics["acc"], 0.93);
+    assert_eq!(outcome.outputs["path"], "m.pkl");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (outcome, _) = run(
+        &attempt(
+            dir.path(),
+            r#"echo '{"acc": "good"}' > "$WEIR_OUT/metrics.json""#,
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(outcome.exit_code, Some(0));
+    assert_eq!(
+        outcome.error.as_deref(),
+        Some("metrics.json: 'acc' is \"good\", but every value must be one of the numbers")
+    );
+}
+
+#[tokio::test]
+async fn exit_codes_and_unstartable_programs_are_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (outcome, log) = run(&attempt(dir.path(), "echo oops >&2; exit 3"), None).await;
+    assert_eq!(outcome.exit_code, Some(3));
+    assert_eq!(log, "oops\n");
+    let mut a = attempt(dir.path(), "");
+    a.prepared.command = Program::Argv(vec!["/no/such/program".to_owned()]);
+    let (outcome, _) = run(&a, None).await;
+    assert!(
+        outcome
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("cannot start '/no/such/program'"))
+    );
+}
+
+#[tokio::test]
+async fn a_stop_terms_the_whole_group_and_kills_after_the_grace() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pid = dir.path().join("child.pid");
+    let line = format!(
+        "sleep 300 & echo $! > {}; echo started; wait",
+        pid.display()
+    );
+    let (outcome, log) = run(
+        &attempt(dir.path(), &line),
+        Some(Duration::from_millis(300)),
+    )
+    .await;
+    assert_eq!(outcome.error.as_deref(), Some("cancelled by test"));
+    assert_eq!(log, "started\n");
+    assert!(gone(&pid).await, "the background sleep survived");
+
+    // A step that ignores SIGTERM is killed after the grace period.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let started = std::time::Instant::now();
+    let (outcome, _) = run(
+        &attempt(dir.path(), "trap '' TERM; sleep 300"),
+        Some(Duration::from_millis(200)),
+    )
+    .await;
+    assert_eq!(outcome.error.as_deref(), Some("cancelled by test"));
+    assert_eq!(outcome.exit_code, Some(128 + 9));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn nothing_the_step_left_behind_survives_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pid = dir.path().join("orphan.pid");
+    let line = format!(
+        "sleep 300 > /dev/null 2>&1 & echo $! > {}; exit 0",
+        pid.display()
+    );
+    let (outcome, _) = run(&attempt(dir.path(), &line), None).await;
+    assert_eq!(outcome.exit_code, Some(0));
+    assert!(gone(&pid).await, "an orphan of the step is still running");
+}
