@@ -3,8 +3,11 @@
 //! maps outcomes to exit codes.
 
 mod files;
+mod local;
 mod output;
 mod plan;
+mod resume;
+mod run;
 mod schema;
 mod validate;
 
@@ -27,6 +30,10 @@ enum Command {
     Plan(plan::Args),
     /// Print the JSON Schema of the pipeline format, for editors.
     Schema,
+    /// Run one pipeline now, in this process; exit 0 on success, 1 on failure.
+    Run(run::Args),
+    /// Drive interrupted runs of the local store to their end.
+    Resume(resume::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +42,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Schema => schema::run(),
+        Command::Run(args) => run::run(&args),
+        Command::Resume(args) => resume::run(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -139,7 +139,8 @@ pub struct Run {
     pub pipeline: String,
     /// What started it: `manual`, `schedule`, `webhook`, `drift`, `retry`, …
     pub trigger: String,
-    /// Every param with its value, in the pipeline's order.
+    /// Every param with its value, in the pipeline's order (a JSON object).
+    #[serde(with = "pairs")]
     pub params: Vec<(String, String)>,
     /// The webhook or drift payload (`event` in expressions), or null.
     pub event: Json,
@@ -326,5 +327,44 @@ impl StepRun {
             .iter()
             .filter(|a| a.state == AttemptState::Lost)
             .count()
+    }
+}
+
+/// Name-value pairs as a JSON object, keeping their order.
+mod pairs {
+    use serde::de::{MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub(super) fn serialize<S: Serializer>(
+        pairs: &[(String, String)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(pairs.len()))?;
+        for (name, value) in pairs {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, String)>, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Vec<(String, String)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    pairs.push(entry);
+                }
+                Ok(pairs)
+            }
+        }
+        d.deserialize_map(Pairs)
     }
 }

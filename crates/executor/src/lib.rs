@@ -13,4 +13,4 @@ mod process;
 
 pub use contract::{Attempt, OUTPUT_LIMIT, Object, read_outputs};
 pub use mask::Masker;
-pub use process::run_process;
+pub use process::{kill_leftover, run_process};

@@ -59,6 +59,10 @@ pub async fn run_process(
         Err(e) => return failed(format!("cannot start '{program}': {e}")),
     };
     let group = child.id().map(|id| Pid::from_raw(id as i32));
+    if let Some(group) = group {
+        // Recovery after a crash of weir finds the group by this file.
+        let _ = std::fs::write(attempt.out.join(PGID_FILE), group.to_string());
+    }
     let secrets: Vec<&str> = attempt.secrets.iter().map(|(_, v)| v.as_str()).collect();
     let readers = [
         child.stdout.take().map(|out| {
@@ -130,6 +134,52 @@ pub async fn run_process(
             ..Outcome::default()
         },
     }
+}
+
+/// The file in an attempt's out folder naming its process group.
+const PGID_FILE: &str = ".weir-pgid";
+
+/// Kills what is left of an attempt whose weir died while it ran: the
+/// process group named in its out folder, if a process of that group still
+/// runs with this very out folder in its environment (so a reused process
+/// id is never mistaken for the step). Returns whether it killed anything.
+pub fn kill_leftover(out: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(out.join(PGID_FILE)) else {
+        return false;
+    };
+    let Ok(pgid) = text.trim().parse::<i32>() else {
+        return false;
+    };
+    let marker = format!("WEIR_OUT={}", out.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let ours = entries.flatten().any(|entry| {
+        let pid = entry.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
+        else {
+            return false;
+        };
+        let in_group = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            // Fields after the command name: state, ppid, pgrp.
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| {
+                    rest.split_whitespace()
+                        .nth(2)
+                        .map(|g| g == pgid.to_string())
+                })
+                .unwrap_or(false)
+        });
+        in_group
+            && std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
+    });
+    if ours {
+        signal(Some(Pid::from_raw(pgid)), Signal::SIGKILL);
+    }
+    ours
 }
 
 fn signal(group: Option<Pid>, signal: Signal) {

@@ -1,7 +1,7 @@
 //! Step logs, stored in chunks as they arrive and capped per attempt: past
 //! the cap the oldest chunks go, and reading says how much was dropped.
 
-use crate::db::on_db;
+use crate::db::{BeginWrite, on_db};
 use crate::{Error, Store};
 use chrono::Utc;
 
@@ -28,7 +28,7 @@ impl Store {
         };
         let (step, attempt) = (step as i64, i64::from(attempt));
         on_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let (mut bytes,): (i64,) = sqlx::query_as(
                 "SELECT log_bytes FROM attempts WHERE run_id = $1 AND step_idx = $2 AND number = $3",
             )

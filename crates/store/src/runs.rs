@@ -1,7 +1,7 @@
 //! Runs, their step instances and attempts: created, saved as the engine
 //! changes them (only the rows that changed, in one transaction), loaded.
 
-use crate::db::on_db;
+use crate::db::{BeginWrite, on_db};
 use crate::{Error, Store};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -226,7 +226,7 @@ impl Store {
             return Ok(());
         }
         on_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if let Some(r) = &changes.run {
                 sqlx::query(UPSERT_RUN)
                     .bind(&r.id)

@@ -2,6 +2,7 @@
 //! checks that keep the workspace's rules.
 
 mod plan;
+mod run;
 mod schema;
 mod tidy;
 mod validate;

@@ -1,0 +1,57 @@
+//! `weir resume [RUN]`: drive interrupted runs of the local store to their
+//! end — every unfinished one when no run is named.
+
+use crate::local::{StoreArgs, ctrl_c, finish, progress, runtime};
+use std::process::ExitCode;
+
+/// Arguments of `weir resume`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The run to resume; all unfinished runs when left out.
+    run: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let store = args.store.store().await?;
+        let ids = match &args.run {
+            Some(id) => vec![id.clone()],
+            None => store.unfinished_runs().await?,
+        };
+        if ids.is_empty() {
+            eprintln!("no unfinished runs in {}", args.store.data.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut code = ExitCode::SUCCESS;
+        for id in ids {
+            let hash = store.run_pipeline_hash(&id).await?;
+            let source = store.pipeline_source(&hash).await?.ok_or_else(|| {
+                anyhow::anyhow!("run {id}: its pipeline version {hash} is missing from the store")
+            })?;
+            let validated = weir_model::validate(&source);
+            let Some(pipeline) = validated.pipeline else {
+                anyhow::bail!("run {id}: its stored pipeline no longer validates");
+            };
+            if args.store.output == crate::output::Output::Table {
+                println!("resuming run {id} of {}", pipeline.name.value);
+            }
+            let finished = weir_daemon::drive(
+                &store,
+                &pipeline,
+                &id,
+                &args.store.options(),
+                ctrl_c(),
+                progress(args.store.output),
+            )
+            .await?;
+            let this = finish(&finished, args.store.output)?;
+            if this != ExitCode::SUCCESS {
+                code = this;
+            }
+        }
+        store.close().await;
+        Ok(code)
+    })
+}

@@ -1,0 +1,71 @@
+//! `weir run FILE [--param k=v]…`: one pipeline, now, in this process, with
+//! the same engine and store as the daemon.
+
+use crate::local::{StoreArgs, ctrl_c, finish, progress, runtime};
+use crate::plan::parse_param;
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `weir run`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The pipeline file.
+    file: PathBuf,
+    /// A param value, `name=value`; repeat for several.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let shown = args.file.display();
+    let source =
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {shown}"))?;
+    let validated = weir_model::validate(&source);
+    for d in &validated.diagnostics {
+        eprintln!("{shown}:{d}");
+    }
+    let Some(pipeline) = validated.pipeline else {
+        return Ok(ExitCode::FAILURE);
+    };
+    runtime()?.block_on(async {
+        let store = args.store.store().await?;
+        let hash = store.save_pipeline(&pipeline.name.value, &source).await?;
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let now = weir_daemon::now();
+        let run = match weir_engine::new_run(
+            &pipeline,
+            &id,
+            "manual",
+            &args.params,
+            serde_json::Value::Null,
+            serde_json::json!({}),
+            now,
+        ) {
+            Ok(run) => run,
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("{shown}: {e}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        store.create_run(&run, &hash).await?;
+        if args.store.output == crate::output::Output::Table {
+            println!("run {id} of {}", pipeline.name.value);
+        }
+        let finished = weir_daemon::drive(
+            &store,
+            &pipeline,
+            &id,
+            &args.store.options(),
+            ctrl_c(),
+            progress(args.store.output),
+        )
+        .await?;
+        store.close().await;
+        finish(&finished, args.store.output)
+    })
+}

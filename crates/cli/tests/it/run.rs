@@ -1,0 +1,259 @@
+//! `weir run` and `weir resume` as processes: outcomes and exit codes,
+//! Ctrl-C, and a run killed with SIGKILL and resumed.
+
+use crate::{stderr, stdout, weir_in};
+use serde_json::Value as Json;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write test file");
+}
+
+fn json(output: &std::process::Output) -> Json {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(output), stderr(output)))
+}
+
+#[test]
+fn a_run_succeeds_with_params_metrics_and_retries() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: local\nparams: { who: world }\ndefaults: { executor: process }\nsteps:\n  hello:\n    run: |\n      echo \"hello ${{ params.who }}\"\n      echo '{\"acc\": 0.9}' > \"$WEIR_OUT/metrics.json\"\n  gate:\n    needs: [hello]\n    gate: [\"steps.hello.metrics.acc > 0.5\"]\n  flaky:\n    needs: [gate]\n    run: test -f marker || { touch marker; exit 3; }\n    retry: { limit: 1, delay: 1s }\n",
+    );
+    let out = weir_in(
+        dir.path(),
+        &["run", "p.yaml", "--param", "who=ana", "--output", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = json(&out);
+    assert_eq!(run["state"], "succeeded");
+    assert_eq!(run["params"]["who"], "ana");
+    assert_eq!(run["steps"][0]["attempts"][0]["metrics"]["acc"], 0.9);
+    assert_eq!(
+        run["steps"][1]["evidence"][0]["explanation"],
+        "0.9 > 0.5 is true"
+    );
+    let flaky = &run["steps"][2]["attempts"];
+    assert_eq!(flaky[0]["state"], "failed");
+    assert_eq!(flaky[0]["reason"], "exit code 3");
+    assert_eq!(flaky[1]["state"], "succeeded");
+    assert!(
+        stderr(&out).contains("flaky: running (attempt 2)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.path().join(".weir/weir.db").exists());
+}
+
+#[test]
+fn a_failing_step_fails_the_run_with_exit_code_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: fails\ndefaults: { executor: process }\nsteps:\n  a: { run: exit 4 }\n  b: { needs: [a], run: echo never }\n",
+    );
+    let out = weir_in(dir.path(), &["run", "p.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("a: failed (exit code 4)"), "{text}");
+    assert!(text.contains("b: skipped (upstream 'a' failed)"), "{text}");
+    assert!(
+        text.contains("failed in ") && text.contains(": step 'a' failed: exit code 4"),
+        "{text}"
+    );
+}
+
+#[test]
+fn docker_steps_say_the_executor_is_not_there_yet() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: boxed\nsteps:\n  a: { image: busybox, run: echo }\n",
+    );
+    let out = weir_in(dir.path(), &["run", "p.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("a: failed (the Docker executor is not available yet: run this step with 'executor: process')"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn bad_files_and_params_change_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: p\nsteps:\n  a: { run: echo, executor: process, needs: [nope] }\n",
+    );
+    let out = weir_in(dir.path(), &["run", "p.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("p.yaml:3:"), "{}", stderr(&out));
+    assert!(
+        !dir.path().join(".weir").exists(),
+        "an invalid file must not create a store"
+    );
+
+    write(
+        dir.path(),
+        "q.yaml",
+        "name: q\nparams: { lr: \"1\" }\nsteps:\n  a: { run: echo, executor: process }\n",
+    );
+    let out = weir_in(dir.path(), &["run", "q.yaml", "--param", "lrr=2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "q.yaml: unknown param 'lrr' (did you mean 'lr'?)\n"
+    );
+}
+
+/// Starts `weir` with `args` in `dir`, and returns it once a line of its
+/// stdout contains `line`.
+fn spawn_until(dir: &Path, args: &[&str], line: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no '{line}' from weir");
+        match lines.next() {
+            Some(Ok(text)) if text.contains(line) => break,
+            Some(Ok(_)) => {}
+            _ => panic!("weir ended before '{line}'"),
+        }
+    }
+    // Keep reading in the background so weir never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn pid_alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+fn eventually_dead(pid: &str) -> bool {
+    (0..250).any(|_| {
+        let dead = !pid_alive(pid);
+        if !dead {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        dead
+    })
+}
+
+#[test]
+fn ctrl_c_cancels_stops_the_steps_and_exits_130() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: long\ndefaults: { executor: process }\nsteps:\n  a: { run: echo $$ > pid; sleep 300 }\n  b: { needs: [a], run: echo never }\n",
+    );
+    let mut child = spawn_until(dir.path(), &["run", "p.yaml"], "a: running");
+    let pid_file = dir.path().join(".weir/runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        let found = std::fs::read_dir(&pid_file)
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(|run| std::fs::read_to_string(run.ok()?.path().join("work/pid")).ok());
+        if let Some(pid) = found.filter(|p| !p.trim().is_empty()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the step did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = child.wait().expect("weir exits");
+    assert_eq!(status.code(), Some(130));
+    assert!(eventually_dead(&pid), "the step survived Ctrl-C");
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_without_running_finished_steps_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: crash\ndefaults: { executor: process }\nsteps:\n  a: { run: echo a >> \"$WEIR_WORK/a.count\" }\n  b:\n    needs: [a]\n    run: |\n      echo $$ > \"$WEIR_WORK/b.pid.$WEIR_ATTEMPT\"\n      echo b >> \"$WEIR_WORK/b.count\"\n      echo b started\n      sleep ${{ params.nap }}\n  c: { needs: [b], run: echo c >> \"$WEIR_WORK/c.count\" }\nparams: { nap: \"2\" }\n",
+    );
+    let mut child = spawn_until(
+        dir.path(),
+        &["run", "p.yaml", "--param", "nap=2"],
+        "b: running",
+    );
+    let runs = dir.path().join(".weir/runs");
+    let work = std::fs::read_dir(&runs)
+        .expect("run folder")
+        .next()
+        .expect("one run")
+        .expect("entry")
+        .path()
+        .join("work");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !work.join("b.pid.1").exists() {
+        assert!(Instant::now() < deadline, "b did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let orphan = std::fs::read_to_string(work.join("b.pid.1")).expect("pid");
+    assert!(
+        pid_alive(&orphan),
+        "b's first attempt runs on, orphaned, after weir died"
+    );
+
+    let out = weir_in(dir.path(), &["resume", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = json(&out);
+    assert_eq!(run["state"], "succeeded");
+    let count = |name: &str| {
+        std::fs::read_to_string(work.join(name))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("a.count"), 1, "a ran again after the crash");
+    assert_eq!(count("b.count"), 2, "b: the lost attempt and its restart");
+    assert_eq!(count("c.count"), 1);
+    let b = &run["steps"][1]["attempts"];
+    assert_eq!(b.as_array().map(Vec::len), Some(2));
+    assert_eq!(b[0]["state"], "lost");
+    assert_eq!(b[1]["state"], "succeeded");
+    assert_eq!(
+        run["steps"][0]["attempts"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        !pid_alive(&orphan),
+        "the orphaned attempt was not killed on resume"
+    );
+
+    let again = weir_in(dir.path(), &["resume"]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(
+        stderr(&again).starts_with("no unfinished runs"),
+        "{}",
+        stderr(&again)
+    );
+}

@@ -1,0 +1,287 @@
+//! Driving one run: a loop over events (executor reports, timers, Ctrl-C),
+//! each decided by the engine, committed, then acted on.
+
+use chrono::{DurationRound, Utc};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use weir_engine::{Action, Event, Outcome, Run, StepState, StopReason, Time, advance, prepare};
+use weir_executor::{Attempt, run_process};
+use weir_model::Pipeline;
+use weir_model::pipeline::{Executor, StepKind};
+use weir_store::Store;
+
+/// How a run is driven.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The data folder: runs' work and out folders live under `runs/`.
+    pub data: PathBuf,
+    /// Most attempts running at once.
+    pub max_running: usize,
+    /// How long a stopped step may take to exit before SIGKILL.
+    pub grace: Duration,
+}
+
+/// A change worth showing: the instance whose state moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Index of the instance in `run.steps`.
+    pub step: usize,
+    /// Its state before.
+    pub from: StepState,
+    /// Its state now.
+    pub to: StepState,
+}
+
+/// Why a run could not be driven to its end.
+#[derive(Debug, Error)]
+pub enum DriveError {
+    /// The store failed; the run stays where it was committed last.
+    #[error(transparent)]
+    Store(#[from] weir_store::Error),
+    /// The engine refused an event (a bug: the loop only sends fitting ones).
+    #[error("engine: {0}")]
+    Engine(#[from] weir_engine::Error),
+}
+
+/// What attempt tasks report to the loop.
+enum Report {
+    Started(usize, u32),
+    Exited(usize, u32, Outcome),
+}
+
+/// The current time, at the microsecond: PostgreSQL keeps no more, and a
+/// run read back must equal the run in memory.
+pub fn now() -> Time {
+    let now = Utc::now();
+    now.duration_trunc(chrono::TimeDelta::microseconds(1))
+        .unwrap_or(now)
+}
+
+/// Drives run `run_id` of `pipeline` until it ends or `cancel` fires (then
+/// it is cancelled and driven to its end). Attempts a previous process
+/// left unfinished are recorded as lost first (their leftover processes
+/// killed) and started again. `on_change` sees every step state change.
+pub async fn drive(
+    store: &Store,
+    pipeline: &Pipeline,
+    run_id: &str,
+    options: &Options,
+    cancel: impl std::future::Future<Output = ()>,
+    mut on_change: impl FnMut(&Run, &Change),
+) -> Result<Run, DriveError> {
+    let mut run = store.load_run(run_id).await?;
+    let (reports, mut inbox) = mpsc::channel::<Report>(256);
+    let mut stops: HashMap<(usize, u32), watch::Sender<Option<String>>> = HashMap::new();
+    let mut wake: Option<Time> = None;
+    let mut queue: VecDeque<Event> = recover(&run, options).into();
+    queue.push_back(Event::Tick);
+    tokio::pin!(cancel);
+    let mut cancelled = false;
+    loop {
+        while let Some(event) = queue.pop_front() {
+            let before = run.clone();
+            let free = options.max_running.saturating_sub(stops.len());
+            let actions = advance(&mut run, pipeline, event, now(), free)?;
+            store.save_run(&before, &run).await?;
+            for (index, (old, new)) in before.steps.iter().zip(&run.steps).enumerate() {
+                if old.state != new.state {
+                    on_change(
+                        &run,
+                        &Change {
+                            step: index,
+                            from: old.state,
+                            to: new.state,
+                        },
+                    );
+                }
+            }
+            wake = None;
+            for action in actions {
+                match action {
+                    Action::Start { step, attempt } => {
+                        let stop = start(
+                            store,
+                            pipeline,
+                            &run,
+                            step,
+                            attempt,
+                            options,
+                            reports.clone(),
+                        );
+                        stops.insert((step, attempt), stop);
+                    }
+                    Action::Stop {
+                        step,
+                        attempt,
+                        reason,
+                    } => {
+                        if let Some(stop) = stops.get(&(step, attempt)) {
+                            let note = match reason {
+                                StopReason::Timeout => timeout_note(pipeline, &run, step),
+                                StopReason::Cancel => run
+                                    .stopping
+                                    .as_ref()
+                                    .map_or_else(|| "cancelled".to_owned(), |s| s.reason.clone()),
+                            };
+                            let _ = stop.send(Some(note));
+                        }
+                    }
+                    Action::WakeAt(at) => wake = Some(at),
+                }
+            }
+        }
+        if run.state.is_terminal() && stops.is_empty() {
+            return Ok(run);
+        }
+        let sleep = wake.map(|at| (at - now()).to_std().unwrap_or(Duration::ZERO));
+        tokio::select! {
+            report = inbox.recv() => match report {
+                Some(Report::Started(step, attempt)) => queue.push_back(Event::Started { step, attempt }),
+                Some(Report::Exited(step, attempt, outcome)) => {
+                    stops.remove(&(step, attempt));
+                    queue.push_back(Event::Exited { step, attempt, outcome });
+                }
+                None => queue.push_back(Event::Tick),
+            },
+            () = async { tokio::time::sleep(sleep.unwrap_or(Duration::MAX)).await }, if sleep.is_some() => {
+                queue.push_back(Event::Tick);
+            }
+            () = &mut cancel, if !cancelled => {
+                cancelled = true;
+                queue.push_back(Event::Cancel { reason: "cancelled by Ctrl-C".to_owned() });
+            }
+        }
+    }
+}
+
+fn timeout_note(pipeline: &Pipeline, run: &Run, step: usize) -> String {
+    match &pipeline.steps[run.steps[step].step].kind {
+        StepKind::Container(c) => match c.timeout {
+            Some(t) => format!("timed out after {t}"),
+            None => "timed out".to_owned(),
+        },
+        _ => "timed out".to_owned(),
+    }
+}
+
+/// Where the attempts of a run keep their files.
+fn run_dir(options: &Options, run: &Run) -> PathBuf {
+    options.data.join("runs").join(&run.id)
+}
+
+fn out_dir(options: &Options, run: &Run, step: usize, attempt: u32) -> PathBuf {
+    let name: String = run.steps[step]
+        .id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' || c == '=' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    run_dir(options, run)
+        .join("out")
+        .join(format!("{name}-{attempt}"))
+}
+
+/// Events for the attempts a previous process left unfinished: each is
+/// lost (weir's failure, not the step's). A process step's group may still
+/// run, orphaned: it is killed first, so no attempt runs twice.
+fn recover(run: &Run, options: &Options) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (step, instance) in run.steps.iter().enumerate() {
+        for attempt in &instance.attempts {
+            if !attempt.state.is_terminal() {
+                weir_executor::kill_leftover(&out_dir(options, run, step, attempt.number));
+                events.push(Event::Lost {
+                    step,
+                    attempt: attempt.number,
+                });
+            }
+        }
+    }
+    events
+}
+
+/// Starts attempt `attempt` of instance `step` in a task of its own and
+/// returns the sender that stops it.
+fn start(
+    store: &Store,
+    pipeline: &Pipeline,
+    run: &Run,
+    step: usize,
+    attempt: u32,
+    options: &Options,
+    reports: mpsc::Sender<Report>,
+) -> watch::Sender<Option<String>> {
+    let (stop, stopped) = watch::channel(None);
+    let kind = &pipeline.steps[run.steps[step].step].kind;
+    let launch: Result<Attempt, String> = match kind {
+        StepKind::Container(_) => prepare(run, pipeline, step).and_then(|prepared| {
+            if prepared.executor == Executor::Docker {
+                return Err("the Docker executor is not available yet: run this step with 'executor: process'".to_owned());
+            }
+            let secrets = prepared
+                .secrets
+                .iter()
+                .map(|name| {
+                    std::env::var(name)
+                        .map(|value| (name.clone(), value))
+                        .map_err(|_| format!("secret {name} is not set in weir's environment"))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(Attempt {
+                run_id: run.id.clone(),
+                pipeline: run.pipeline.clone(),
+                step: run.steps[step].id.clone(),
+                number: attempt,
+                params: run.params.clone(),
+                prepared,
+                work: run_dir(options, run).join("work"),
+                out: out_dir(options, run, step, attempt),
+                secrets,
+                gpus: Vec::new(),
+                grace: options.grace,
+            })
+        }),
+        StepKind::Register(_) => Err("the model registry is not available yet".to_owned()),
+        StepKind::Gate(_) | StepKind::Approval(_) => Err(format!("a {} step has no attempts", kind.name())),
+    };
+    let store = store.clone();
+    let run_id = run.id.clone();
+    tokio::spawn(async move {
+        let attempt_spec = match launch {
+            Ok(spec) => spec,
+            Err(error) => {
+                let outcome = Outcome {
+                    error: Some(error),
+                    ..Outcome::default()
+                };
+                let _ = reports.send(Report::Exited(step, attempt, outcome)).await;
+                return;
+            }
+        };
+        let _ = reports.send(Report::Started(step, attempt)).await;
+        let (logs, mut chunks) = mpsc::channel::<Vec<u8>>(64);
+        let writer = {
+            let store = store.clone();
+            let run_id = run_id.clone();
+            tokio::spawn(async move {
+                while let Some(chunk) = chunks.recv().await {
+                    if let Err(e) = store.append_log(&run_id, step, attempt, &chunk).await {
+                        eprintln!("weir: cannot store the log of {run_id} step #{step}: {e}");
+                    }
+                }
+            })
+        };
+        let outcome = run_process(&attempt_spec, logs, stopped).await;
+        let _ = writer.await;
+        let _ = reports.send(Report::Exited(step, attempt, outcome)).await;
+    });
+    stop
+}

@@ -1,0 +1,11 @@
+//! weir's scheduler loop: the engine decides, the store commits, the
+//! executors act, and what they report goes back to the engine.
+//!
+//! [`drive`] takes one run to its end; `weir run` and `weir resume` call
+//! it, and the daemon (`weir serve`, to come) will run many of them. Not
+//! here: HTTP, formatting for people (the CLI's), the rules of the state
+//! machine (the engine's).
+
+mod drive;
+
+pub use drive::{Change, DriveError, Options, drive, now};
