@@ -2,7 +2,9 @@
 //! lines, and the exit code of a finished run.
 
 use crate::output::Output;
-use std::io::Write;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,37 +57,72 @@ fn absolute(path: &Path) -> PathBuf {
     std::env::current_dir().map_or_else(|_| path.to_owned(), |dir| dir.join(path))
 }
 
-/// Prints a step's new state as one line (to stderr when stdout carries JSON).
+/// Shows each step's new state: on a terminal, one live line per step
+/// with its state and elapsed time (indicatif); otherwise one plain line
+/// per change (on stderr when stdout carries JSON).
 pub(crate) fn progress(output: Output) -> impl FnMut(&Run, &Change) {
+    let live = output == Output::Table && std::io::stdout().is_terminal();
+    let bars = MultiProgress::new();
+    let mut lines: HashMap<usize, ProgressBar> = HashMap::new();
     move |run, change| {
         let step = &run.steps[change.step];
-        let line = match change.to {
-            StepState::Running => {
-                let attempt = step.attempts.last().map_or(1, |a| a.number);
-                if attempt > 1 {
-                    format!("{}: running (attempt {attempt})", step.id)
-                } else {
-                    format!("{}: running", step.id)
-                }
+        let text = describe(step, change.to);
+        if !live {
+            if output == Output::Json {
+                eprintln!("{}: {text}", step.id);
+            } else {
+                println!("{}: {text}", step.id);
+                let _ = std::io::stdout().flush();
             }
-            StepState::Succeeded => match elapsed(step) {
-                Some(secs) if secs < 1.0 => {
-                    format!("{}: succeeded in {}ms", step.id, (secs * 1000.0).round())
-                }
-                Some(secs) => format!("{}: succeeded in {secs:.2}s", step.id),
-                None => format!("{}: succeeded", step.id),
-            },
-            other => match &step.reason {
-                Some(reason) => format!("{}: {other} ({reason})", step.id),
-                None => format!("{}: {other}", step.id),
-            },
-        };
-        if output == Output::Json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-            let _ = std::io::stdout().flush();
+            return;
         }
+        let width = run.steps.iter().map(|s| s.id.len()).max().unwrap_or(10);
+        let line = lines.entry(change.step).or_insert_with(|| {
+            let bar = bars.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template(&format!(
+                    "{{spinner}} {{prefix:{width}}}  {{msg}} ({{elapsed}})"
+                ))
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(step.id.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        if change.to.is_terminal() {
+            let mark = if change.to == StepState::Succeeded || change.to == StepState::Skipped {
+                "✓"
+            } else {
+                "✗"
+            };
+            line.set_style(
+                ProgressStyle::with_template(&format!("{mark} {{prefix:{width}}}  {{msg}}"))
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            line.finish_with_message(text);
+        } else {
+            line.set_message(text);
+        }
+    }
+}
+
+/// The words for a step's new state: `running (attempt 2)`, `succeeded in
+/// 12ms`, `failed (exit code 3)`.
+fn describe(step: &weir_engine::StepRun, state: StepState) -> String {
+    match state {
+        StepState::Running => match step.attempts.last().map_or(1, |a| a.number) {
+            1 => "running".to_owned(),
+            n => format!("running (attempt {n})"),
+        },
+        StepState::Succeeded => match elapsed(step) {
+            Some(secs) if secs < 1.0 => format!("succeeded in {}ms", (secs * 1000.0).round()),
+            Some(secs) => format!("succeeded in {secs:.2}s"),
+            None => "succeeded".to_owned(),
+        },
+        other => match &step.reason {
+            Some(reason) => format!("{other} ({reason})"),
+            None => other.to_string(),
+        },
     }
 }
 
