@@ -15,8 +15,15 @@ pub(crate) struct Args {
     /// A param value, `name=value`; repeat for several.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
+    /// Fail the run if it has not finished after this long (`30m`, `2h`).
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<weir_model::units::Duration>,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+fn parse_duration(text: &str) -> Result<weir_model::units::Duration, String> {
+    weir_model::units::Duration::parse(text)
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -35,7 +42,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let hash = store.save_pipeline(&pipeline.name.value, &source).await?;
         let id = uuid::Uuid::now_v7().simple().to_string();
         let now = weir_daemon::now();
-        let run = match weir_engine::new_run(
+        let mut run = match weir_engine::new_run(
             &pipeline,
             &id,
             "manual",
@@ -52,6 +59,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         };
+        if let Some(timeout) = args.timeout {
+            run.deadline = chrono::Duration::from_std(timeout.get())
+                .ok()
+                .map(|t| now + t);
+        }
         store.create_run(&run, &hash).await?;
         if args.store.output == crate::output::Output::Table {
             println!("run {id} of {}", pipeline.name.value);

@@ -257,3 +257,40 @@ fn a_run_killed_with_sigkill_resumes_without_running_finished_steps_again() {
         stderr(&again)
     );
 }
+
+#[test]
+fn a_run_past_its_timeout_is_stopped_and_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: slow\ndefaults: { executor: process }\nsteps:\n  a: { run: sleep 300 }\n",
+    );
+    let started = Instant::now();
+    let out = weir_in(
+        dir.path(),
+        &[
+            "run",
+            "p.yaml",
+            "--timeout",
+            "1s",
+            "--grace",
+            "1",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let run = json(&out);
+    assert_eq!(run["state"], "failed");
+    assert_eq!(run["reason"], "the run timed out after 1s");
+    assert_eq!(run["steps"][0]["state"], "cancelled");
+    let out = weir_in(dir.path(), &["run", "p.yaml", "--timeout", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("expected a number and a unit"),
+        "{}",
+        stderr(&out)
+    );
+}
