@@ -71,6 +71,8 @@ pub struct Outcome {
     pub metrics: Map<String, Json>,
     /// `outputs.json`.
     pub outputs: Map<String, Json>,
+    /// The image the attempt ran, resolved to its id (`sha256:…`), for lineage.
+    pub image: Option<String>,
     /// A failure that is not the exit code: malformed outputs, a step that
     /// could not start, a timeout. Set means failed, whatever the exit code.
     pub error: Option<String>,
@@ -264,6 +266,7 @@ fn apply(run: &mut Run, pipeline: &Pipeline, event: Event, now: Time) -> Result<
             found.exit_code = outcome.exit_code;
             found.metrics = outcome.metrics;
             found.outputs = outcome.outputs;
+            found.image = outcome.image;
             let failure = match (&outcome.error, outcome.exit_code) {
                 (Some(error), _) => Some(error.clone()),
                 (None, Some(0)) => None,
@@ -635,6 +638,7 @@ fn schedule(
                     exit_code: None,
                     metrics: Map::new(),
                     outputs: Map::new(),
+                    image: None,
                     reason: None,
                 });
                 instance.state = StepState::Running;

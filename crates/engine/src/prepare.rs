@@ -5,7 +5,7 @@
 use crate::context;
 use crate::run::Run;
 use weir_model::Pipeline;
-use weir_model::pipeline::{Action as Command, Container, Executor, Gpus, StepKind};
+use weir_model::pipeline::{Action as Command, Container, Executor, Gpus, Pull, StepKind};
 
 /// A container step's attempt, ready to hand to an executor.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +14,8 @@ pub struct Prepared {
     pub command: Program,
     /// The image (docker executor only).
     pub image: Option<String>,
+    /// When to pull it.
+    pub pull: Pull,
     /// Docker or process.
     pub executor: Executor,
     /// The pipeline's env then the step's, rendered, in file order.
@@ -68,6 +70,7 @@ pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared,
         action,
         image,
         executor,
+        pull,
         resources,
         env,
         secrets,
@@ -95,6 +98,7 @@ pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared,
     Ok(Prepared {
         command,
         image,
+        pull: *pull,
         executor: *executor,
         env: rendered_env,
         secrets: secrets.iter().map(|s| s.value.clone()).collect(),

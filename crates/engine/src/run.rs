@@ -223,6 +223,8 @@ pub struct Attempt {
     pub metrics: Map<String, Json>,
     /// `outputs.json` (for a register step: the new `version`).
     pub outputs: Map<String, Json>,
+    /// The image it ran, resolved to its id, for lineage.
+    pub image: Option<String>,
     /// Why it failed, when it did.
     pub reason: Option<String>,
 }

@@ -126,7 +126,7 @@ pub async fn run_process(
             exit_code,
             metrics,
             outputs,
-            error: None,
+            ..Outcome::default()
         },
         Err(error) => Outcome {
             exit_code,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use weir_engine::{Outcome, Prepared, Program};
 use weir_executor::{Attempt, run_process};
-use weir_model::pipeline::Executor;
+use weir_model::pipeline::{Executor, Pull};
 
 fn attempt(dir: &Path, line: &str) -> Attempt {
     Attempt {
@@ -17,6 +17,7 @@ fn attempt(dir: &Path, line: &str) -> Attempt {
         prepared: Prepared {
             command: Program::Shell(line.to_owned()),
             image: None,
+            pull: Pull::IfNotPresent,
             executor: Executor::Process,
             env: vec![("MODE".to_owned(), "fast".to_owned())],
             secrets: vec!["TOKEN".to_owned()],
