@@ -10,6 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 use weir_daemon::{Change, Options};
 use weir_engine::{Run, RunState, StepState};
+use weir_executor::DockerExecutor;
+use weir_model::Pipeline;
+use weir_model::pipeline::{Executor, StepKind};
 use weir_store::Store;
 
 /// Flags shared by the commands that use the local store.
@@ -27,6 +30,9 @@ pub(crate) struct StoreArgs {
     /// Seconds a stopped step gets between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 10)]
     pub(crate) grace: u64,
+    /// Keep the containers of finished steps, for debugging.
+    #[arg(long)]
+    pub(crate) keep_containers: bool,
     /// How to print the finished run.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) output: Output,
@@ -43,13 +49,29 @@ impl StoreArgs {
             .map_err(|e| anyhow::anyhow!("cannot open the store at {url}: {e}"))
     }
 
-    pub(crate) fn options(&self) -> Options {
+    /// How to drive runs of `pipeline`: with a Docker engine when it has
+    /// docker steps (an engine that cannot be reached is one clear error).
+    pub(crate) async fn options(&self, pipeline: &Pipeline) -> anyhow::Result<Options> {
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-        Options {
+        let needs_docker = pipeline
+            .steps
+            .iter()
+            .any(|s| matches!(&s.kind, StepKind::Container(c) if c.executor == Executor::Docker));
+        let docker = if needs_docker {
+            Some(
+                DockerExecutor::connect(self.keep_containers)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            )
+        } else {
+            None
+        };
+        Ok(Options {
             data: absolute(&self.data),
             max_running: self.max_running.unwrap_or(cpus).max(1),
             grace: Duration::from_secs(self.grace),
-        }
+            docker,
+        })
     }
 }
 

@@ -41,7 +41,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 &store,
                 &pipeline,
                 &id,
-                &args.store.options(),
+                &args.store.options(&pipeline).await?,
                 ctrl_c(),
                 progress(args.store.output),
             )

@@ -38,6 +38,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     runtime()?.block_on(async {
+        let options = args.store.options(&pipeline).await?;
         let store = args.store.store().await?;
         let hash = store.save_pipeline(&pipeline.name.value, &source).await?;
         let id = uuid::Uuid::now_v7().simple().to_string();
@@ -72,7 +73,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             &store,
             &pipeline,
             &id,
-            &args.store.options(),
+            &options,
             ctrl_c(),
             progress(args.store.output),
         )

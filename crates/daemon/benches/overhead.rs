@@ -92,6 +92,7 @@ async fn weir(yaml: &str, max_running: usize) -> Duration {
         data: dir.path().to_owned(),
         max_running,
         grace: Duration::from_secs(1),
+        docker: None,
     };
     let start = Instant::now();
     let done = drive(

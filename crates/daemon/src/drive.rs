@@ -8,7 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use weir_engine::{Action, Event, Outcome, Run, StepState, StopReason, Time, advance, prepare};
-use weir_executor::{Attempt, run_process};
+use weir_executor::{Attempt, DockerExecutor, run_process};
 use weir_model::Pipeline;
 use weir_model::pipeline::{Executor, StepKind};
 use weir_store::Store;
@@ -22,6 +22,8 @@ pub struct Options {
     pub max_running: usize,
     /// How long a stopped step may take to exit before SIGKILL.
     pub grace: Duration,
+    /// The Docker engine, for pipelines with docker steps.
+    pub docker: Option<DockerExecutor>,
 }
 
 /// A change worth showing: the instance whose state moved.
@@ -76,7 +78,7 @@ pub async fn drive(
     let (reports, mut inbox) = mpsc::channel::<Report>(256);
     let mut stops: HashMap<(usize, u32), watch::Sender<Option<String>>> = HashMap::new();
     let mut wake: Option<Time> = None;
-    let mut queue: VecDeque<Event> = recover(&run, options).into();
+    let mut queue: VecDeque<Event> = recover(&run, options).await.into();
     queue.push_back(Event::Tick);
     tokio::pin!(cancel);
     let mut cancelled = false;
@@ -190,20 +192,41 @@ fn out_dir(options: &Options, run: &Run, step: usize, attempt: u32) -> PathBuf {
 }
 
 /// Events for the attempts a previous process left unfinished: each is
-/// lost (weir's failure, not the step's). A process step's group may still
-/// run, orphaned: it is killed first, so no attempt runs twice.
-fn recover(run: &Run, options: &Options) -> Vec<Event> {
+/// lost (weir's failure, not the step's). What may still run of it — a
+/// process step's orphaned group, a container — is removed first, so no
+/// attempt runs twice.
+async fn recover(run: &Run, options: &Options) -> Vec<Event> {
+    let unfinished: Vec<(usize, u32)> = run
+        .steps
+        .iter()
+        .enumerate()
+        .flat_map(|(step, instance)| {
+            instance
+                .attempts
+                .iter()
+                .filter(|a| !a.state.is_terminal())
+                .map(move |a| (step, a.number))
+        })
+        .collect();
+    if unfinished.is_empty() {
+        return Vec::new();
+    }
+    let containers = match &options.docker {
+        Some(docker) => docker.find(&run.id).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut events = Vec::new();
-    for (step, instance) in run.steps.iter().enumerate() {
-        for attempt in &instance.attempts {
-            if !attempt.state.is_terminal() {
-                weir_executor::kill_leftover(&out_dir(options, run, step, attempt.number));
-                events.push(Event::Lost {
-                    step,
-                    attempt: attempt.number,
-                });
+    for (step, attempt) in unfinished {
+        weir_executor::kill_leftover(&out_dir(options, run, step, attempt));
+        if let Some(docker) = &options.docker {
+            for found in containers
+                .iter()
+                .filter(|c| c.step == step && c.attempt == attempt)
+            {
+                docker.discard(&found.name).await;
             }
         }
+        events.push(Event::Lost { step, attempt });
     }
     events
 }
@@ -223,8 +246,8 @@ fn start(
     let kind = &pipeline.steps[run.steps[step].step].kind;
     let launch: Result<Attempt, String> = match kind {
         StepKind::Container(_) => prepare(run, pipeline, step).and_then(|prepared| {
-            if prepared.executor == Executor::Docker {
-                return Err("the Docker executor is not available yet: run this step with 'executor: process'".to_owned());
+            if prepared.executor == Executor::Docker && options.docker.is_none() {
+                return Err("no Docker engine: connect weir to one, or run this step with 'executor: process'".to_owned());
             }
             let secrets = prepared
                 .secrets
@@ -254,6 +277,14 @@ fn start(
     };
     let store = store.clone();
     let run_id = run.id.clone();
+    let docker = options.docker.clone();
+    let labels = vec![
+        ("weir.run".to_owned(), run.id.clone()),
+        ("weir.pipeline".to_owned(), run.pipeline.clone()),
+        ("weir.step".to_owned(), run.steps[step].id.clone()),
+        ("weir.step-index".to_owned(), step.to_string()),
+        ("weir.attempt".to_owned(), attempt.to_string()),
+    ];
     tokio::spawn(async move {
         let attempt_spec = match launch {
             Ok(spec) => spec,
@@ -279,7 +310,12 @@ fn start(
                 }
             })
         };
-        let outcome = run_process(&attempt_spec, logs, stopped).await;
+        let outcome = match (attempt_spec.prepared.executor, docker) {
+            (Executor::Docker, Some(docker)) => {
+                docker.run(&attempt_spec, &labels, logs, stopped).await
+            }
+            _ => run_process(&attempt_spec, logs, stopped).await,
+        };
         let _ = writer.await;
         let _ = reports.send(Report::Exited(step, attempt, outcome)).await;
     });

@@ -8,9 +8,11 @@
 //! or deciding what runs next (that is the engine's).
 
 mod contract;
+mod docker;
 mod mask;
 mod process;
 
 pub use contract::{Attempt, OUTPUT_LIMIT, Object, read_outputs};
+pub use docker::{DockerExecutor, Found, container_name};
 pub use mask::Masker;
 pub use process::{kill_leftover, run_process};

@@ -70,23 +70,6 @@ fn a_failing_step_fails_the_run_with_exit_code_1() {
 }
 
 #[test]
-fn docker_steps_say_the_executor_is_not_there_yet() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    write(
-        dir.path(),
-        "p.yaml",
-        "name: boxed\nsteps:\n  a: { image: busybox, run: echo }\n",
-    );
-    let out = weir_in(dir.path(), &["run", "p.yaml"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stdout(&out).contains("a: failed (the Docker executor is not available yet: run this step with 'executor: process')"),
-        "{}",
-        stdout(&out)
-    );
-}
-
-#[test]
 fn bad_files_and_params_change_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     write(
@@ -293,4 +276,58 @@ fn a_run_past_its_timeout_is_stopped_and_fails() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn the_quickstart_runs_in_docker() {
+    if std::env::var("WEIR_TEST_DOCKER").as_deref() != Ok("1") {
+        eprintln!("docker run test skipped: set WEIR_TEST_DOCKER=1 (and run scripts/test-image)");
+        return;
+    }
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_flag = data.path().display().to_string();
+    let out = crate::weir(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--param",
+        "who=ci",
+        "--data",
+        &data_flag,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = json(&out);
+    assert_eq!(run["state"], "succeeded");
+    let attempt = &run["steps"][0]["attempts"][0];
+    assert!(
+        attempt["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "{attempt}"
+    );
+}
+
+#[test]
+fn an_unreachable_docker_engine_is_one_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: boxed\nsteps:\n  a: { image: busybox, run: echo }\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "p.yaml"])
+        .current_dir(dir.path())
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("weir runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!dir.path().join(".weir").exists());
 }
