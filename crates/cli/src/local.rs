@@ -30,6 +30,9 @@ pub(crate) struct StoreArgs {
     /// Seconds a stopped step gets between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 10)]
     pub(crate) grace: u64,
+    /// The host's GPU ids (`0,1`); default: what nvidia-smi reports.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) gpus: Option<Vec<String>>,
     /// Keep the containers of finished steps, for debugging.
     #[arg(long)]
     pub(crate) keep_containers: bool,
@@ -66,11 +69,25 @@ impl StoreArgs {
         } else {
             None
         };
+        let wants_gpus = pipeline
+            .steps
+            .iter()
+            .any(|s| matches!(&s.kind, StepKind::Container(c) if c.resources.gpus.is_some()));
+        let gpus = if wants_gpus || self.gpus.is_some() {
+            weir_executor::inventory(self.gpus.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?
+                .into_iter()
+                .map(|g| g.index)
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Options {
             data: absolute(&self.data),
             max_running: self.max_running.unwrap_or(cpus).max(1),
             grace: Duration::from_secs(self.grace),
             docker,
+            gpus,
         })
     }
 }

@@ -93,6 +93,7 @@ async fn weir(yaml: &str, max_running: usize) -> Duration {
         max_running,
         grace: Duration::from_secs(1),
         docker: None,
+        gpus: Vec::new(),
     };
     let start = Instant::now();
     let done = drive(

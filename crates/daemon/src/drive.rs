@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
-use weir_engine::{Action, Event, Outcome, Run, StepState, StopReason, Time, advance, prepare};
+use weir_engine::{
+    Action, Capacity, Event, Outcome, Run, StepState, StopReason, Time, advance, prepare,
+};
 use weir_executor::{Attempt, DockerExecutor, run_process};
 use weir_model::Pipeline;
 use weir_model::pipeline::{Executor, StepKind};
@@ -24,6 +26,8 @@ pub struct Options {
     pub grace: Duration,
     /// The Docker engine, for pipelines with docker steps.
     pub docker: Option<DockerExecutor>,
+    /// The host's GPUs, by device id.
+    pub gpus: Vec<String>,
 }
 
 /// A change worth showing: the instance whose state moved.
@@ -85,8 +89,12 @@ pub async fn drive(
     loop {
         while let Some(event) = queue.pop_front() {
             let before = run.clone();
-            let free = options.max_running.saturating_sub(stops.len());
-            let actions = advance(&mut run, pipeline, event, now(), free)?;
+            let capacity = Capacity {
+                slots: options.max_running.saturating_sub(stops.len()),
+                gpus: options.gpus.clone(),
+                busy_gpus: Vec::new(),
+            };
+            let actions = advance(&mut run, pipeline, event, now(), capacity)?;
             store.save_run(&before, &run).await?;
             for (index, (old, new)) in before.steps.iter().zip(&run.steps).enumerate() {
                 if old.state != new.state {
@@ -268,7 +276,12 @@ fn start(
                 work: run_dir(options, run).join("work"),
                 out: out_dir(options, run, step, attempt),
                 secrets,
-                gpus: Vec::new(),
+                gpus: run.steps[step]
+                    .attempts
+                    .iter()
+                    .find(|a| a.number == attempt)
+                    .map(|a| a.gpus.clone())
+                    .unwrap_or_default(),
                 grace: options.grace,
             })
         }),

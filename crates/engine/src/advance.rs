@@ -13,7 +13,7 @@ use chrono::Duration as ChronoDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use thiserror::Error;
-use weir_model::pipeline::{Backoff, Retry, StepKind};
+use weir_model::pipeline::{Backoff, Gpus, Retry, StepKind};
 use weir_model::{Dag, Pipeline};
 
 /// Something that happened to a run.
@@ -153,16 +153,42 @@ pub enum Error {
     },
 }
 
-/// Applies `event` to `run` at `now` and returns what must be done. At
-/// most `slots` new attempts are started: the caller's bound on steps
-/// running at once, across runs. On error the run is unchanged.
+/// What the caller can give new attempts now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Capacity {
+    /// How many attempts may start: the bound on steps running at once,
+    /// across runs, minus those running.
+    pub slots: usize,
+    /// Every GPU of the host, by device id.
+    pub gpus: Vec<String>,
+    /// GPUs held by attempts of other runs. The run's own unfinished
+    /// attempts hold theirs too; the engine counts those itself, after the
+    /// event, so a device freed by this very event is free at once.
+    pub busy_gpus: Vec<String>,
+}
+
+/// Plain slots, no GPUs.
+impl From<usize> for Capacity {
+    fn from(slots: usize) -> Capacity {
+        Capacity {
+            slots,
+            ..Capacity::default()
+        }
+    }
+}
+
+/// Applies `event` to `run` at `now` and returns what must be done. New
+/// attempts start within `capacity`: its free slots (the caller's bound on
+/// steps running at once) and its free GPUs, which an attempt is granted
+/// by id and holds until it ends. On error the run is unchanged.
 pub fn advance(
     run: &mut Run,
     pipeline: &Pipeline,
     event: Event,
     now: Time,
-    slots: usize,
+    capacity: impl Into<Capacity>,
 ) -> Result<Vec<Action>, Error> {
+    let capacity = capacity.into();
     if run.state.is_terminal() {
         if event == Event::Tick {
             return Ok(Vec::new());
@@ -179,7 +205,7 @@ pub fn advance(
         stop_everything(run, now, &mut actions);
     } else {
         let dag = Dag::new(pipeline);
-        schedule(run, pipeline, &dag, now, slots, &mut actions);
+        schedule(run, pipeline, &dag, now, capacity, &mut actions);
     }
     settle(run, now);
     if !run.state.is_terminal()
@@ -503,9 +529,29 @@ fn schedule(
     pipeline: &Pipeline,
     dag: &Dag,
     now: Time,
-    mut slots: usize,
+    capacity: Capacity,
     actions: &mut Vec<Action>,
 ) {
+    let Capacity {
+        mut slots,
+        gpus: all_gpus,
+        busy_gpus,
+    } = capacity;
+    let held: Vec<&String> = run
+        .steps
+        .iter()
+        .flat_map(|s| &s.attempts)
+        .filter(|a| !a.state.is_terminal())
+        .flat_map(|a| &a.gpus)
+        .collect();
+    let mut free: Vec<String> = all_gpus
+        .iter()
+        .filter(|g| !busy_gpus.contains(g) && !held.contains(g))
+        .cloned()
+        .collect();
+    // Once a step waits for GPUs, later ones do not take them first: a
+    // large request is not starved by a stream of small ones.
+    let mut gpus_blocked = false;
     // Instance indexes of each step.
     let mut by_step: Vec<Vec<usize>> = vec![Vec::new(); pipeline.steps.len()];
     for (index, instance) in run.steps.iter().enumerate() {
@@ -624,6 +670,24 @@ fn schedule(
                 if slots == 0 {
                     continue;
                 }
+                let granted = match gpu_request(step) {
+                    None => Vec::new(),
+                    Some(request) => match grant(&request, &all_gpus, &free, gpus_blocked) {
+                        Grant::Now(ids) => {
+                            free.retain(|g| !ids.contains(g));
+                            ids
+                        }
+                        Grant::Wait(reason) => {
+                            gpus_blocked = true;
+                            run.steps[index].reason = Some(reason);
+                            continue;
+                        }
+                        Grant::Never(reason) => {
+                            finish(&mut run.steps[index], StepState::Failed, Some(reason), now);
+                            continue;
+                        }
+                    },
+                };
                 slots -= 1;
                 let instance = &mut run.steps[index];
                 let number = instance.attempts.len() as u32 + 1;
@@ -639,9 +703,11 @@ fn schedule(
                     metrics: Map::new(),
                     outputs: Map::new(),
                     image: None,
+                    gpus: granted,
                     reason: None,
                 });
                 instance.state = StepState::Running;
+                instance.reason = None;
                 instance.started_at.get_or_insert(now);
                 instance.not_before = None;
                 actions.push(Action::Start {
@@ -650,6 +716,73 @@ fn schedule(
                 });
             }
         }
+    }
+}
+
+/// The GPUs a container step asks for.
+fn gpu_request(step: &weir_model::pipeline::Step) -> Option<Gpus> {
+    match &step.kind {
+        StepKind::Container(c) => c.resources.gpus.clone(),
+        _ => None,
+    }
+}
+
+enum Grant {
+    /// These device ids, now.
+    Now(Vec<String>),
+    /// Not now; the reason says for what it waits.
+    Wait(String),
+    /// Never on this host; the reason has the numbers.
+    Never(String),
+}
+
+/// Decides a GPU request against the host's devices and the free ones.
+fn grant(request: &Gpus, all: &[String], free: &[String], blocked: bool) -> Grant {
+    let plural = |n: usize| if n == 1 { "GPU" } else { "GPUs" };
+    let wanted: Vec<String> = match request {
+        Gpus::Count(n) => {
+            let n = *n as usize;
+            if n > all.len() {
+                return Grant::Never(format!(
+                    "asks for {n} {}; this host has {}",
+                    plural(n),
+                    all.len()
+                ));
+            }
+            if blocked || free.len() < n {
+                return Grant::Wait(format!(
+                    "waiting for {n} {} ({} free)",
+                    plural(n),
+                    free.len()
+                ));
+            }
+            return Grant::Now(free[..n].to_vec());
+        }
+        Gpus::All if all.is_empty() => {
+            return Grant::Never("asks for all GPUs; this host has none".to_owned());
+        }
+        Gpus::All => all.to_vec(),
+        Gpus::Ids(ids) => {
+            if let Some(missing) = ids.iter().find(|id| !all.contains(id)) {
+                return Grant::Never(format!(
+                    "asks for GPU {missing}; this host has {}",
+                    describe_ids(all)
+                ));
+            }
+            ids.clone()
+        }
+    };
+    if blocked || wanted.iter().any(|id| !free.contains(id)) {
+        return Grant::Wait(format!("waiting for GPUs {}", wanted.join(", ")));
+    }
+    Grant::Now(wanted)
+}
+
+fn describe_ids(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_owned()
+    } else {
+        ids.join(", ")
     }
 }
 

@@ -13,7 +13,7 @@ mod context;
 mod prepare;
 mod run;
 
-pub use advance::{Action, Admission, Error, Event, Outcome, StopReason, admit, advance};
+pub use advance::{Action, Admission, Capacity, Error, Event, Outcome, StopReason, admit, advance};
 pub use prepare::{Prepared, Program, prepare};
 pub use run::{
     Attempt, AttemptState, Evidence, Read, Run, RunState, StepRun, StepState, Stopping, Time,

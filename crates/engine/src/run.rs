@@ -225,6 +225,9 @@ pub struct Attempt {
     pub outputs: Map<String, Json>,
     /// The image it ran, resolved to its id, for lineage.
     pub image: Option<String>,
+    /// The GPU device ids granted to it, released when it ends.
+    #[serde(default)]
+    pub gpus: Vec<String>,
     /// Why it failed, when it did.
     pub reason: Option<String>,
 }

@@ -9,10 +9,12 @@
 
 mod contract;
 mod docker;
+mod gpu;
 mod mask;
 mod process;
 
 pub use contract::{Attempt, OUTPUT_LIMIT, Object, read_outputs};
 pub use docker::{DockerExecutor, Found, container_name};
+pub use gpu::{Gpu, NVIDIA_SMI_ARGS, inventory, parse_query};
 pub use mask::Masker;
 pub use process::{kill_leftover, run_process};

@@ -59,6 +59,7 @@ struct AttemptRow {
     metrics: String,
     outputs: String,
     image: Option<String>,
+    gpus: String,
     reason: Option<String>,
 }
 
@@ -123,6 +124,7 @@ fn attempt_row(step_idx: usize, attempt: &Attempt) -> AttemptRow {
         metrics: json(&attempt.metrics),
         outputs: json(&attempt.outputs),
         image: attempt.image.clone(),
+        gpus: json(&attempt.gpus),
         reason: attempt.reason.clone(),
     }
 }
@@ -137,11 +139,11 @@ const UPSERT_STEP: &str = "INSERT INTO steps (run_id, idx, id, step, matrix, sta
      ON CONFLICT (run_id, idx) DO UPDATE SET state = excluded.state, reason = excluded.reason, not_before = excluded.not_before, \
      waiting_until = excluded.waiting_until, evidence = excluded.evidence, started_at = excluded.started_at, finished_at = excluded.finished_at";
 
-const UPSERT_ATTEMPT: &str = "INSERT INTO attempts (run_id, step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, image, reason) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+const UPSERT_ATTEMPT: &str = "INSERT INTO attempts (run_id, step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, image, gpus, reason) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
      ON CONFLICT (run_id, step_idx, number) DO UPDATE SET state = excluded.state, started_at = excluded.started_at, \
      finished_at = excluded.finished_at, deadline = excluded.deadline, stopping = excluded.stopping, exit_code = excluded.exit_code, \
-     metrics = excluded.metrics, outputs = excluded.outputs, image = excluded.image, reason = excluded.reason";
+     metrics = excluded.metrics, outputs = excluded.outputs, image = excluded.image, gpus = excluded.gpus, reason = excluded.reason";
 
 /// The rows that differ between two states of a run (all of them when
 /// there is no earlier state).
@@ -280,6 +282,7 @@ impl Store {
                     .bind(&a.metrics)
                     .bind(&a.outputs)
                     .bind(&a.image)
+                    .bind(&a.gpus)
                     .bind(&a.reason)
                     .execute(&mut *tx)
                     .await?;
@@ -305,7 +308,7 @@ impl Store {
             .fetch_all(pool)
             .await?;
             let attempts = sqlx::query_as(
-                "SELECT step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, image, reason FROM attempts WHERE run_id = $1 ORDER BY step_idx, number",
+                "SELECT step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, image, gpus, reason FROM attempts WHERE run_id = $1 ORDER BY step_idx, number",
             )
             .bind(id)
             .fetch_all(pool)
@@ -351,6 +354,7 @@ impl Store {
                 metrics: parse_json(&a.metrics, "metrics")?,
                 outputs: parse_json(&a.outputs, "outputs")?,
                 image: a.image,
+                gpus: parse_json(&a.gpus, "attempt gpus")?,
                 reason: a.reason,
             });
         }

@@ -331,3 +331,59 @@ fn an_unreachable_docker_engine_is_one_clear_error_and_changes_nothing() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!dir.path().join(".weir").exists());
 }
+
+#[test]
+fn concurrent_gpu_steps_hold_disjoint_devices() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: gpus\ndefaults: { executor: process }\nsteps:\n  a: { run: 'echo $CUDA_VISIBLE_DEVICES > a.gpus; sleep 1', resources: { gpus: 1 } }\n  b: { run: 'echo $CUDA_VISIBLE_DEVICES > b.gpus; sleep 1', resources: { gpus: 1 } }\n  both: { needs: [a, b], run: 'echo $CUDA_VISIBLE_DEVICES > both.gpus', resources: { gpus: 2 } }\n  none: { needs: [both], run: 'echo \"[$CUDA_VISIBLE_DEVICES]\" > none.gpus' }\n  greedy: { run: 'true', resources: { gpus: 3 } }\n",
+    );
+    let out = weir_in(
+        dir.path(),
+        &[
+            "run",
+            "p.yaml",
+            "--gpus",
+            "0,1",
+            "--max-running",
+            "4",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "greedy cannot run: {}",
+        stderr(&out)
+    );
+    let run = json(&out);
+    let work = dir
+        .path()
+        .join(".weir/runs")
+        .join(run["id"].as_str().expect("id"))
+        .join("work");
+    let read = |name: &str| {
+        std::fs::read_to_string(work.join(name))
+            .expect("written")
+            .trim()
+            .to_owned()
+    };
+    let mut pair = [read("a.gpus"), read("b.gpus")];
+    pair.sort();
+    assert_eq!(pair, ["0", "1"]);
+    assert_eq!(read("both.gpus"), "0,1");
+    assert_eq!(read("none.gpus"), "[]", "a step without gpus sees none");
+    assert_eq!(
+        run["steps"][4]["reason"],
+        "asks for 3 GPUs; this host has 2"
+    );
+    assert_eq!(
+        run["steps"][0]["attempts"][0]["gpus"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}

@@ -557,3 +557,185 @@ fn concurrency_admits_queues_skips_or_cancels() {
     let unbounded = pipeline("name: u\nsteps:\n  a: { run: a, executor: process }\n");
     assert_eq!(admit(&unbounded, &active), Admission::Start);
 }
+
+/// A host with the GPUs `all`, none held by other runs.
+fn gpu_capacity(all: &[&str]) -> weir_engine::Capacity {
+    weir_engine::Capacity {
+        slots: 10,
+        gpus: all.iter().map(|g| (*g).to_owned()).collect(),
+        busy_gpus: Vec::new(),
+    }
+}
+
+/// The GPUs no unfinished attempt of `run` holds.
+fn free_gpus(run: &weir_engine::Run, all: &[&str]) -> Vec<String> {
+    let held: Vec<String> = run
+        .steps
+        .iter()
+        .flat_map(|s| &s.attempts)
+        .filter(|a| !a.state.is_terminal())
+        .flat_map(|a| a.gpus.clone())
+        .collect();
+    all.iter()
+        .filter(|g| !held.iter().any(|h| h == **g))
+        .map(|g| (*g).to_owned())
+        .collect()
+}
+
+fn gpu_step(
+    run: &mut weir_engine::Run,
+    p: &weir_model::Pipeline,
+    event: Event,
+    now_secs: i64,
+    all: &[&str],
+) -> Vec<Action> {
+    advance(run, p, event, at(now_secs), gpu_capacity(all)).expect("fits")
+}
+
+fn granted(run: &weir_engine::Run, id: &str) -> Vec<String> {
+    run.steps[idx(run, id)]
+        .attempts
+        .last()
+        .map(|a| a.gpus.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn gpu_steps_get_disjoint_devices_and_wait_when_none_are_free() {
+    let p = pipeline(
+        "name: g\ndefaults: { executor: process }\nsteps:\n  a: { run: a, resources: { gpus: 1 } }\n  b: { run: b, resources: { gpus: 1 } }\n  c: { run: c, resources: { gpus: 1 } }\n",
+    );
+    let mut r = run(&p);
+    let actions = gpu_step(&mut r, &p, Event::Tick, 0, &["0", "1"]);
+    assert_eq!(
+        starts(&r, &actions),
+        [("a".to_owned(), 1), ("b".to_owned(), 1)]
+    );
+    assert_eq!(
+        (granted(&r, "a"), granted(&r, "b")),
+        (vec!["0".to_owned()], vec!["1".to_owned()])
+    );
+    assert_eq!(r.steps[2].state, StepState::Pending);
+    assert_eq!(
+        r.steps[2].reason.as_deref(),
+        Some("waiting for 1 GPU (0 free)")
+    );
+    // b fails: its device goes to c.
+    gpu_step(
+        &mut r,
+        &p,
+        Event::Started {
+            step: 1,
+            attempt: 1,
+        },
+        1,
+        &["0", "1"],
+    );
+    let actions = gpu_step(
+        &mut r,
+        &p,
+        Event::Exited {
+            step: 1,
+            attempt: 1,
+            outcome: exit(1),
+        },
+        2,
+        &["0", "1"],
+    );
+    assert_eq!(starts(&r, &actions), [("c".to_owned(), 1)]);
+    assert_eq!(granted(&r, "c"), ["1"]);
+    assert_eq!(r.steps[2].reason, None);
+}
+
+#[test]
+fn a_gpu_request_larger_than_the_host_fails_at_once() {
+    let p = pipeline(
+        "name: g\ndefaults: { executor: process }\nsteps:\n  big: { run: a, resources: { gpus: 4 } }\n  named: { run: b, resources: { gpus: [7] } }\n  every: { run: c, resources: { gpus: all } }\n",
+    );
+    let mut r = run(&p);
+    gpu_step(&mut r, &p, Event::Tick, 0, &["0", "1"]);
+    assert_eq!(
+        r.steps[0].reason.as_deref(),
+        Some("asks for 4 GPUs; this host has 2")
+    );
+    assert_eq!(
+        r.steps[1].reason.as_deref(),
+        Some("asks for GPU 7; this host has 0, 1")
+    );
+    assert_eq!(granted(&r, "every"), ["0", "1"]);
+    let mut none = run(&p);
+    gpu_step(&mut none, &p, Event::Tick, 0, &[]);
+    assert_eq!(
+        none.steps[2].reason.as_deref(),
+        Some("asks for all GPUs; this host has none")
+    );
+}
+
+#[test]
+fn a_waiting_large_request_is_not_overtaken_and_devices_come_back_on_every_exit() {
+    let p = pipeline(
+        "name: g\ndefaults: { executor: process }\nsteps:\n  first: { run: a, resources: { gpus: 1 } }\n  big: { run: b, resources: { gpus: 2 } }\n  small: { run: c, resources: { gpus: 1 } }\n",
+    );
+    let mut r = run(&p);
+    gpu_step(&mut r, &p, Event::Tick, 0, &["0", "1"]);
+    assert_eq!(granted(&r, "first"), ["0"]);
+    assert_eq!(
+        r.steps[1].reason.as_deref(),
+        Some("waiting for 2 GPUs (1 free)")
+    );
+    assert_eq!(
+        r.steps[2].state,
+        StepState::Pending,
+        "small must not take the device big waits for"
+    );
+    // first is lost in a crash: its device is free again, big gets both.
+    let actions = gpu_step(
+        &mut r,
+        &p,
+        Event::Lost {
+            step: 0,
+            attempt: 1,
+        },
+        1,
+        &["0", "1"],
+    );
+    assert_eq!(starts(&r, &actions), [("first".to_owned(), 2)]);
+    assert_eq!(granted(&r, "first"), ["0"]);
+    // Cancelling releases everything.
+    gpu_step(
+        &mut r,
+        &p,
+        Event::Cancel {
+            reason: "stop".into(),
+        },
+        2,
+        &["0", "1"],
+    );
+    gpu_step(
+        &mut r,
+        &p,
+        Event::Exited {
+            step: 0,
+            attempt: 2,
+            outcome: exit(143),
+        },
+        3,
+        &["0", "1"],
+    );
+    assert_eq!(r.state, weir_engine::RunState::Cancelled);
+    assert_eq!(free_gpus(&r, &["0", "1"]), ["0", "1"]);
+}
+
+#[test]
+fn gpus_held_by_other_runs_are_not_granted() {
+    let p =
+        pipeline("name: g\nsteps:\n  a: { run: a, executor: process, resources: { gpus: 1 } }\n");
+    let mut r = run(&p);
+    let capacity = weir_engine::Capacity {
+        slots: 1,
+        gpus: vec!["0".into(), "1".into()],
+        busy_gpus: vec!["0".into()],
+    };
+    advance(&mut r, &p, Event::Tick, at(0), capacity).expect("fits");
+    assert_eq!(granted(&r, "a"), ["1"]);
+}
