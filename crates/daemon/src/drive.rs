@@ -82,8 +82,23 @@ pub async fn drive(
     let (reports, mut inbox) = mpsc::channel::<Report>(256);
     let mut stops: HashMap<(usize, u32), watch::Sender<Option<String>>> = HashMap::new();
     let mut wake: Option<Time> = None;
-    let mut queue: VecDeque<Event> = recover(&run, options).await.into();
+    let (lost, take_up) = recover(&run, options).await;
+    let mut queue: VecDeque<Event> = lost.into();
     queue.push_back(Event::Tick);
+    for (step, attempt, container) in take_up {
+        let skip = store.log_written(&run.id, step, attempt).await?;
+        let stop = start(
+            store,
+            pipeline,
+            &run,
+            step,
+            attempt,
+            options,
+            reports.clone(),
+            Some((container, skip)),
+        );
+        stops.insert((step, attempt), stop);
+    }
     tokio::pin!(cancel);
     let mut cancelled = false;
     loop {
@@ -120,6 +135,7 @@ pub async fn drive(
                             attempt,
                             options,
                             reports.clone(),
+                            None,
                         );
                         stops.insert((step, attempt), stop);
                     }
@@ -199,11 +215,13 @@ fn out_dir(options: &Options, run: &Run, step: usize, attempt: u32) -> PathBuf {
         .join(format!("{name}-{attempt}"))
 }
 
-/// Events for the attempts a previous process left unfinished: each is
-/// lost (weir's failure, not the step's). What may still run of it — a
-/// process step's orphaned group, a container — is removed first, so no
+/// What became of the attempts a previous process left unfinished. A
+/// container that is still there (running or exited) is taken up again:
+/// its log continues where the store left off and its exit is collected.
+/// Anything else is lost (weir's failure, not the step's), after what may
+/// still run of it — a process step's orphaned group — is killed, so no
 /// attempt runs twice.
-async fn recover(run: &Run, options: &Options) -> Vec<Event> {
+async fn recover(run: &Run, options: &Options) -> (Vec<Event>, Vec<(usize, u32, String)>) {
     let unfinished: Vec<(usize, u32)> = run
         .steps
         .iter()
@@ -217,30 +235,34 @@ async fn recover(run: &Run, options: &Options) -> Vec<Event> {
         })
         .collect();
     if unfinished.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let containers = match &options.docker {
         Some(docker) => docker.find(&run.id).await.unwrap_or_default(),
         None => Vec::new(),
     };
-    let mut events = Vec::new();
+    let mut lost = Vec::new();
+    let mut take_up = Vec::new();
     for (step, attempt) in unfinished {
-        weir_executor::kill_leftover(&out_dir(options, run, step, attempt));
-        if let Some(docker) = &options.docker {
-            for found in containers
-                .iter()
-                .filter(|c| c.step == step && c.attempt == attempt)
-            {
-                docker.discard(&found.name).await;
+        match containers
+            .iter()
+            .find(|c| c.step == step && c.attempt == attempt)
+        {
+            Some(found) => take_up.push((step, attempt, found.name.clone())),
+            None => {
+                weir_executor::kill_leftover(&out_dir(options, run, step, attempt));
+                lost.push(Event::Lost { step, attempt });
             }
         }
-        events.push(Event::Lost { step, attempt });
     }
-    events
+    (lost, take_up)
 }
 
-/// Starts attempt `attempt` of instance `step` in a task of its own and
-/// returns the sender that stops it.
+/// Starts attempt `attempt` of instance `step` in a task of its own — or,
+/// with `container` (its name and the log bytes already stored), takes up
+/// the container a previous process left — and returns the sender that
+/// stops it.
+#[allow(clippy::too_many_arguments)]
 fn start(
     store: &Store,
     pipeline: &Pipeline,
@@ -249,6 +271,7 @@ fn start(
     attempt: u32,
     options: &Options,
     reports: mpsc::Sender<Report>,
+    container: Option<(String, u64)>,
 ) -> watch::Sender<Option<String>> {
     let (stop, stopped) = watch::channel(None);
     let kind = &pipeline.steps[run.steps[step].step].kind;
@@ -323,8 +346,13 @@ fn start(
                 }
             })
         };
-        let outcome = match (attempt_spec.prepared.executor, docker) {
-            (Executor::Docker, Some(docker)) => {
+        let outcome = match (attempt_spec.prepared.executor, docker, container) {
+            (Executor::Docker, Some(docker), Some((name, skip))) => {
+                docker
+                    .reattach(&name, &attempt_spec, skip, logs, stopped)
+                    .await
+            }
+            (Executor::Docker, Some(docker), None) => {
                 docker.run(&attempt_spec, &labels, logs, stopped).await
             }
             _ => run_process(&attempt_spec, logs, stopped).await,

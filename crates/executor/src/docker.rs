@@ -112,7 +112,7 @@ impl DockerExecutor {
             self.remove(&name).await;
             return failed(format!("cannot start container {name}: {e}"));
         }
-        let outcome = self.follow(&name, attempt, logs, &mut stop).await;
+        let outcome = self.follow(&name, attempt, logs, &mut stop, 0).await;
         let outcome = Outcome {
             image: Some(image_id),
             ..outcome
@@ -231,20 +231,23 @@ impl DockerExecutor {
     }
 
     /// Streams the container's output until it exits, stopping it when
-    /// asked, and collects the outcome.
+    /// asked, and collects the outcome. The first `skip` bytes of the
+    /// masked output are not sent again: they were stored before a crash.
+    /// stdout and stderr go through one masker in the order Docker keeps
+    /// them, so the masked stream is the same on every replay.
     async fn follow(
         &self,
         name: &str,
         attempt: &Attempt,
         logs: mpsc::Sender<Vec<u8>>,
         stop: &mut watch::Receiver<Option<String>>,
+        skip: u64,
     ) -> Outcome {
         let secrets: Vec<&str> = attempt.secrets.iter().map(|(_, v)| v.as_str()).collect();
         let stream_logs = {
             let docker = self.docker.clone();
             let name = name.to_owned();
-            let mut out_masker = Masker::new(secrets.iter().copied());
-            let mut err_masker = Masker::new(secrets.iter().copied());
+            let mut masker = Masker::new(secrets.iter().copied());
             tokio::spawn(async move {
                 let options = LogsOptionsBuilder::new()
                     .follow(true)
@@ -252,23 +255,26 @@ impl DockerExecutor {
                     .stderr(true)
                     .build();
                 let mut stream = docker.logs(&name, Some(options));
+                let mut to_skip = skip as usize;
+                let mut send = async |mut masked: Vec<u8>| -> bool {
+                    let dropped = to_skip.min(masked.len());
+                    masked.drain(..dropped);
+                    to_skip -= dropped;
+                    masked.is_empty() || logs.send(masked).await.is_ok()
+                };
                 while let Some(Ok(item)) = stream.next().await {
                     let masked = match item {
-                        LogOutput::StdErr { message } => err_masker.mask(&message),
-                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                            out_masker.mask(&message)
-                        }
+                        LogOutput::StdErr { message }
+                        | LogOutput::StdOut { message }
+                        | LogOutput::Console { message } => masker.mask(&message),
                         LogOutput::StdIn { .. } => continue,
                     };
-                    if !masked.is_empty() && logs.send(masked).await.is_err() {
+                    if !send(masked).await {
                         return;
                     }
                 }
-                for rest in [out_masker.finish(), err_masker.finish()] {
-                    if !rest.is_empty() {
-                        let _ = logs.send(rest).await;
-                    }
-                }
+                let rest = masker.finish();
+                send(rest).await;
             })
         };
         let mut stopped: Option<String> = stop.borrow().clone();
@@ -375,6 +381,49 @@ impl DockerExecutor {
                 })
             })
             .collect())
+    }
+
+    /// Takes up an attempt whose container a crashed weir left behind,
+    /// running or exited: its log from byte `skip` of the masked output on
+    /// (what the store has is not sent twice), its exit, its outputs; the
+    /// container is removed as after any attempt.
+    pub async fn reattach(
+        &self,
+        name: &str,
+        attempt: &Attempt,
+        skip: u64,
+        logs: mpsc::Sender<Vec<u8>>,
+        mut stop: watch::Receiver<Option<String>>,
+    ) -> Outcome {
+        let container = match self.docker.inspect_container(name, None).await {
+            Ok(container) => container,
+            Err(e) => {
+                return Outcome {
+                    error: Some(format!("container {name} vanished: {e}")),
+                    ..Outcome::default()
+                };
+            }
+        };
+        let created_only = container
+            .state
+            .as_ref()
+            .and_then(|s| s.status)
+            .is_some_and(|s| s.to_string() == "created");
+        if created_only && let Err(e) = self.docker.start_container(name, None).await {
+            return Outcome {
+                error: Some(format!("cannot start container {name}: {e}")),
+                ..Outcome::default()
+            };
+        }
+        let outcome = self.follow(name, attempt, logs, &mut stop, skip).await;
+        let outcome = Outcome {
+            image: container.image,
+            ..outcome
+        };
+        if !self.keep_containers {
+            self.remove(name).await;
+        }
+        outcome
     }
 
     /// Removes a container of weir's, running or not.

@@ -97,6 +97,21 @@ impl Store {
         Ok(())
     }
 
+    /// How many bytes of log an attempt has produced so far: those stored
+    /// and those dropped by the cap.
+    pub async fn log_written(&self, run: &str, step: usize, attempt: u32) -> Result<u64, Error> {
+        let (step, attempt) = (step as i64, i64::from(attempt));
+        let row: Option<(i64, i64)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT log_bytes, log_dropped FROM attempts WHERE run_id = $1 AND step_idx = $2 AND number = $3")
+                .bind(run)
+                .bind(step)
+                .bind(attempt)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map_or(0, |(bytes, dropped)| (bytes + dropped).max(0) as u64))
+    }
+
     /// The stored log of an attempt; when bytes were dropped, a marker line
     /// saying how many comes first.
     pub async fn read_log(&self, run: &str, step: usize, attempt: u32) -> Result<Vec<u8>, Error> {

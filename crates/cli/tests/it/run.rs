@@ -387,3 +387,87 @@ fn concurrent_gpu_steps_hold_disjoint_devices() {
         Some(1)
     );
 }
+
+/// Reads a step's stored log from a run's store.
+fn stored_log(data: &Path, run: &str, step: usize, attempt: u32) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = weir_store::Store::connect(&format!("sqlite://{}/weir.db", data.display()))
+            .await
+            .expect("store");
+        let log = store.read_log(run, step, attempt).await.expect("log");
+        store.close().await;
+        String::from_utf8_lossy(&log).into_owned()
+    })
+}
+
+#[test]
+fn a_container_outlives_a_killed_weir_and_is_taken_up_again() {
+    if std::env::var("WEIR_TEST_DOCKER").as_deref() != Ok("1") {
+        eprintln!(
+            "docker re-attach test skipped: set WEIR_TEST_DOCKER=1 (and run scripts/test-image)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "p.yaml",
+        "name: survive\ndefaults: { image: weir-test/busybox:latest, pull: never }\nsteps:\n  a:\n    run: |\n      echo start >> /weir/work/starts\n      echo first\n      sleep 3\n      echo second\n  b: { needs: [a], run: echo b }\n",
+    );
+    let mut child = spawn_until(dir.path(), &["run", "p.yaml"], "a: running");
+    let data = dir.path().join(".weir");
+    let runs = data.join("runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let run_id = loop {
+        let found = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok);
+        if let Some(entry) = found {
+            break entry.file_name().to_string_lossy().into_owned();
+        }
+        assert!(Instant::now() < deadline, "no run folder");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Wait until the first line is stored, so a doubled line would show.
+    while !stored_log(&data, &run_id, 0, 1).contains("first") {
+        assert!(
+            Instant::now() < deadline,
+            "the first line never reached the store"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+
+    let out = weir_in(dir.path(), &["resume", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = json(&out);
+    assert_eq!(run["state"], "succeeded");
+    let attempts = run["steps"][0]["attempts"].as_array().expect("attempts");
+    assert_eq!(
+        attempts.len(),
+        1,
+        "the container was taken up, not started again: {attempts:?}"
+    );
+    assert_eq!(attempts[0]["state"], "succeeded");
+    assert_eq!(
+        stored_log(&data, &run_id, 0, 1),
+        "first\nsecond\n",
+        "no line lost, none doubled"
+    );
+    let starts = std::fs::read_to_string(runs.join(&run_id).join("work/starts")).expect("starts");
+    assert_eq!(starts, "start\n", "exactly one container ran the step");
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=weir.run={run_id}")])
+        .output()
+        .expect("docker ps");
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "containers left behind"
+    );
+}
