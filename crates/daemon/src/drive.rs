@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use weir_engine::{
     Action, Capacity, Event, Outcome, Run, StepState, StopReason, Time, advance, prepare,
 };
@@ -333,7 +333,17 @@ fn start(
                 return;
             }
         };
-        let _ = reports.send(Report::Started(step, attempt)).await;
+        // Started is reported once the process or container exists, and
+        // always before Exited.
+        let (started, on_start) = oneshot::channel::<()>();
+        let announce = {
+            let reports = reports.clone();
+            tokio::spawn(async move {
+                if on_start.await.is_ok() {
+                    let _ = reports.send(Report::Started(step, attempt)).await;
+                }
+            })
+        };
         let (logs, mut chunks) = mpsc::channel::<Vec<u8>>(64);
         let writer = {
             let store = store.clone();
@@ -349,14 +359,17 @@ fn start(
         let outcome = match (attempt_spec.prepared.executor, docker, container) {
             (Executor::Docker, Some(docker), Some((name, skip))) => {
                 docker
-                    .reattach(&name, &attempt_spec, skip, logs, stopped)
+                    .reattach(&name, &attempt_spec, skip, logs, stopped, started)
                     .await
             }
             (Executor::Docker, Some(docker), None) => {
-                docker.run(&attempt_spec, &labels, logs, stopped).await
+                docker
+                    .run(&attempt_spec, &labels, logs, stopped, started)
+                    .await
             }
-            _ => run_process(&attempt_spec, logs, stopped).await,
+            _ => run_process(&attempt_spec, logs, stopped, started).await,
         };
+        let _ = announce.await;
         let _ = writer.await;
         let _ = reports.send(Report::Exited(step, attempt, outcome)).await;
     });

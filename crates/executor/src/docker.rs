@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::path::Path;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use weir_engine::Outcome;
 use weir_model::pipeline::Pull;
 
@@ -84,6 +84,7 @@ impl DockerExecutor {
         labels: &[(String, String)],
         logs: mpsc::Sender<Vec<u8>>,
         mut stop: watch::Receiver<Option<String>>,
+        started: oneshot::Sender<()>,
     ) -> Outcome {
         let failed = |error: String| Outcome {
             error: Some(error),
@@ -112,6 +113,7 @@ impl DockerExecutor {
             self.remove(&name).await;
             return failed(format!("cannot start container {name}: {e}"));
         }
+        let _ = started.send(());
         let outcome = self.follow(&name, attempt, logs, &mut stop, 0).await;
         let outcome = Outcome {
             image: Some(image_id),
@@ -394,6 +396,7 @@ impl DockerExecutor {
         skip: u64,
         logs: mpsc::Sender<Vec<u8>>,
         mut stop: watch::Receiver<Option<String>>,
+        started: oneshot::Sender<()>,
     ) -> Outcome {
         let container = match self.docker.inspect_container(name, None).await {
             Ok(container) => container,
@@ -415,6 +418,7 @@ impl DockerExecutor {
                 ..Outcome::default()
             };
         }
+        let _ = started.send(());
         let outcome = self.follow(name, attempt, logs, &mut stop, skip).await;
         let outcome = Outcome {
             image: container.image,

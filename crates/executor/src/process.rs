@@ -9,13 +9,13 @@ use nix::unistd::Pid;
 use std::process::Stdio;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use weir_engine::Outcome;
 
 /// The daemon's variables a process step inherits; nothing else leaks.
 const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
 
-/// Runs `attempt`, sending its output (stdout and stderr as they come,
+/// Runs `attempt`, signalling `started` once the process exists, sending its output (stdout and stderr as they come,
 /// secrets masked) to `logs`, until it exits or `stop` carries a note
 /// (then SIGTERM to its process group, SIGKILL after the grace period).
 /// Any process the step left behind is killed when it ends.
@@ -23,6 +23,7 @@ pub async fn run_process(
     attempt: &Attempt,
     logs: mpsc::Sender<Vec<u8>>,
     mut stop: watch::Receiver<Option<String>>,
+    started: oneshot::Sender<()>,
 ) -> Outcome {
     let failed = |error: String| Outcome {
         error: Some(error),
@@ -58,6 +59,7 @@ pub async fn run_process(
         Ok(child) => child,
         Err(e) => return failed(format!("cannot start '{program}': {e}")),
     };
+    let _ = started.send(());
     let group = child.id().map(|id| Pid::from_raw(id as i32));
     if let Some(group) = group {
         // Recovery after a crash of weir finds the group by this file.

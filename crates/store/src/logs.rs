@@ -3,7 +3,7 @@
 
 use crate::db::{BeginWrite, on_db};
 use crate::{Error, Store};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 impl Store {
     /// Appends `data` to the log of an attempt, dropping the oldest bytes
@@ -110,6 +110,25 @@ impl Store {
                 .await?
         });
         Ok(row.map_or(0, |(bytes, dropped)| (bytes + dropped).max(0) as u64))
+    }
+
+    /// When the first chunk of an attempt's log was stored.
+    pub async fn first_log_at(
+        &self,
+        run: &str,
+        step: usize,
+        attempt: u32,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        let (step, attempt) = (step as i64, i64::from(attempt));
+        let row: Option<(DateTime<Utc>,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT created_at FROM logs WHERE run_id = $1 AND step_idx = $2 AND attempt = $3 ORDER BY seq LIMIT 1")
+                .bind(run)
+                .bind(step)
+                .bind(attempt)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|r| r.0))
     }
 
     /// The stored log of an attempt; when bytes were dropped, a marker line

@@ -91,7 +91,15 @@ async fn run(
             None => std::future::pending::<()>().await,
         }
     });
-    let outcome = docker.run(a, &labels(&a.run_id), logs, stopped).await;
+    let outcome = docker
+        .run(
+            a,
+            &labels(&a.run_id),
+            logs,
+            stopped,
+            tokio::sync::oneshot::channel().0,
+        )
+        .await;
     stopper.abort();
     (outcome, collector.await.expect("collector"))
 }

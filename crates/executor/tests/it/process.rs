@@ -51,7 +51,7 @@ async fn run(attempt: &Attempt, stop_after: Option<Duration>) -> (Outcome, Strin
             let _ = stop.send(Some("cancelled by test".to_owned()));
         })
     });
-    let outcome = run_process(attempt, logs, stopped).await;
+    let outcome = run_process(attempt, logs, stopped, tokio::sync::oneshot::channel().0).await;
     if let Some(stopper) = stopper {
         stopper.abort();
     }
