@@ -1,7 +1,6 @@
 //! `weir plan FILE [--param k=v]…`: a dry run of one pipeline.
 
 use crate::output::Output;
-use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,13 +26,7 @@ pub(crate) fn parse_param(text: &str) -> Result<(String, String), String> {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let shown = args.file.display();
-    let source =
-        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {shown}"))?;
-    let validated = weir_model::validate(&source);
-    for d in &validated.diagnostics {
-        eprintln!("{shown}:{d}");
-    }
-    let Some(pipeline) = validated.pipeline else {
+    let Some((pipeline, _)) = crate::files::load_pipeline(&args.file)? else {
         return Ok(ExitCode::FAILURE);
     };
     match weir_model::plan(&pipeline, &args.params) {

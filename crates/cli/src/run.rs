@@ -3,7 +3,6 @@
 
 use crate::local::{StoreArgs, ctrl_c, finish, progress, runtime};
 use crate::plan::parse_param;
-use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,13 +27,7 @@ fn parse_duration(text: &str) -> Result<weir_model::units::Duration, String> {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let shown = args.file.display();
-    let source =
-        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {shown}"))?;
-    let validated = weir_model::validate(&source);
-    for d in &validated.diagnostics {
-        eprintln!("{shown}:{d}");
-    }
-    let Some(pipeline) = validated.pipeline else {
+    let Some((pipeline, source)) = crate::files::load_pipeline(&args.file)? else {
         return Ok(ExitCode::FAILURE);
     };
     runtime()?.block_on(async {

@@ -60,6 +60,24 @@ impl Attempt {
     }
 }
 
+/// The outcome of an attempt that exited with `exit_code`: its metrics and
+/// outputs read from `out`, or the error that says which file is wrong.
+pub fn collect(exit_code: Option<i32>, out: &Path) -> weir_engine::Outcome {
+    match read_outputs(out) {
+        Ok((metrics, outputs)) => weir_engine::Outcome {
+            exit_code,
+            metrics,
+            outputs,
+            ..weir_engine::Outcome::default()
+        },
+        Err(error) => weir_engine::Outcome {
+            exit_code,
+            error: Some(error),
+            ..weir_engine::Outcome::default()
+        },
+    }
+}
+
 /// Reads `metrics.json` (a flat object of numbers) and `outputs.json` (a
 /// flat object of strings) from `out`; either may be absent. The error
 /// says which file is wrong and how.

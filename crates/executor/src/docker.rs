@@ -3,7 +3,7 @@
 //! folder at `/weir/out`, labels that let recovery find it, and GPUs as
 //! device requests.
 
-use crate::contract::{Attempt, read_outputs};
+use crate::contract::{Attempt, collect};
 use crate::mask::Masker;
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -339,19 +339,7 @@ impl DockerExecutor {
                 ..Outcome::default()
             };
         }
-        match read_outputs(&attempt.out) {
-            Ok((metrics, outputs)) => Outcome {
-                exit_code,
-                metrics,
-                outputs,
-                ..Outcome::default()
-            },
-            Err(error) => Outcome {
-                exit_code,
-                error: Some(error),
-                ..Outcome::default()
-            },
-        }
+        collect(exit_code, &attempt.out)
     }
 
     async fn remove(&self, name: &str) {

@@ -13,7 +13,7 @@ mod gpu;
 mod mask;
 mod process;
 
-pub use contract::{Attempt, OUTPUT_LIMIT, Object, read_outputs};
+pub use contract::{Attempt, OUTPUT_LIMIT, Object, collect, read_outputs};
 pub use docker::{DockerExecutor, Found, container_name};
 pub use gpu::{Gpu, NVIDIA_SMI_ARGS, inventory, parse_query};
 pub use mask::Masker;

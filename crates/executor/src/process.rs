@@ -2,7 +2,7 @@
 //! host paths, `CUDA_VISIBLE_DEVICES` for its GPUs, and none of the
 //! daemon's environment but `PATH`, `HOME`, `LANG`, `TZ` and `TMPDIR`.
 
-use crate::contract::{Attempt, read_outputs};
+use crate::contract::{Attempt, collect};
 use crate::mask::Masker;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -123,19 +123,7 @@ pub async fn run_process(
             ..Outcome::default()
         };
     }
-    match read_outputs(&attempt.out) {
-        Ok((metrics, outputs)) => Outcome {
-            exit_code,
-            metrics,
-            outputs,
-            ..Outcome::default()
-        },
-        Err(error) => Outcome {
-            exit_code,
-            error: Some(error),
-            ..Outcome::default()
-        },
-    }
+    collect(exit_code, &attempt.out)
 }
 
 /// The file in an attempt's out folder naming its process group.
