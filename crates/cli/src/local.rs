@@ -52,6 +52,33 @@ impl StoreArgs {
             .map_err(|e| anyhow::anyhow!("cannot open the store at {url}: {e}"))
     }
 
+    /// How the daemon drives runs: a Docker engine when one answers (steps
+    /// that need it fail with a clear reason otherwise), the GPUs given or
+    /// found.
+    pub(crate) async fn daemon_options(&self) -> anyhow::Result<Options> {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let docker = match DockerExecutor::connect(self.keep_containers).await {
+            Ok(docker) => Some(docker),
+            Err(e) => {
+                eprintln!("weir: {e}; docker steps will fail until the engine is back");
+                None
+            }
+        };
+        let gpus = weir_executor::inventory(self.gpus.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?
+            .into_iter()
+            .map(|g| g.index)
+            .collect();
+        Ok(Options {
+            data: absolute(&self.data),
+            max_running: self.max_running.unwrap_or(cpus).max(1),
+            grace: Duration::from_secs(self.grace),
+            docker,
+            gpus,
+            load: Default::default(),
+        })
+    }
+
     /// How to drive runs of `pipeline`: with a Docker engine when it has
     /// docker steps (an engine that cannot be reached is one clear error).
     pub(crate) async fn options(&self, pipeline: &Pipeline) -> anyhow::Result<Options> {
@@ -88,6 +115,7 @@ impl StoreArgs {
             grace: Duration::from_secs(self.grace),
             docker,
             gpus,
+            load: Default::default(),
         })
     }
 }

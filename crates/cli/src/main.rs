@@ -2,13 +2,16 @@
 //! subcommand lives in its own module; this file only parses arguments and
 //! maps outcomes to exit codes.
 
+mod client;
 mod files;
 mod local;
 mod output;
 mod plan;
+mod remote;
 mod resume;
 mod run;
 mod schema;
+mod serve;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +37,16 @@ enum Command {
     Run(run::Args),
     /// Drive interrupted runs of the local store to their end.
     Resume(resume::Args),
+    /// The daemon: pipelines from a folder, the HTTP API, runs driven to their end.
+    Serve(serve::Args),
+    /// Start a run on the daemon; --wait follows it and exits with its outcome.
+    Trigger(remote::TriggerArgs),
+    /// A run of the daemon, with its steps and gate evidence.
+    Status(remote::RunArgs),
+    /// The daemon's latest runs.
+    Runs(remote::RunsArgs),
+    /// Cancel a run of the daemon.
+    Cancel(remote::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +57,11 @@ fn main() -> ExitCode {
         Command::Schema => schema::run(),
         Command::Run(args) => run::run(&args),
         Command::Resume(args) => resume::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Trigger(args) => remote::trigger(&args),
+        Command::Status(args) => remote::status(&args),
+        Command::Runs(args) => remote::runs(&args),
+        Command::Cancel(args) => remote::cancel(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -36,6 +36,7 @@ async fn weir_runs(command: &str, n: usize) -> (Duration, Vec<Duration>) {
         grace: Duration::from_secs(1),
         docker: Some(docker),
         gpus: Vec::new(),
+        load: Default::default(),
     };
     let mut first_lines = Vec::new();
     let start = Instant::now();

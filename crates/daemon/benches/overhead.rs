@@ -94,6 +94,7 @@ async fn weir(yaml: &str, max_running: usize) -> Duration {
         grace: Duration::from_secs(1),
         docker: None,
         gpus: Vec::new(),
+        load: Default::default(),
     };
     let start = Instant::now();
     let done = drive(

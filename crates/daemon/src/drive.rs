@@ -4,6 +4,7 @@
 use chrono::{DurationRound, Utc};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -28,6 +29,63 @@ pub struct Options {
     pub docker: Option<DockerExecutor>,
     /// The host's GPUs, by device id.
     pub gpus: Vec<String>,
+    /// What all runs driven with these options hold together.
+    pub load: Arc<Load>,
+}
+
+/// Attempts in flight and GPUs held, across every run driven with the same
+/// [`Options`], so the bounds hold for the daemon as a whole.
+#[derive(Debug, Default)]
+pub struct Load {
+    state: Mutex<LoadState>,
+}
+
+#[derive(Debug, Default)]
+struct LoadState {
+    running: usize,
+    gpus: Vec<(String, String)>,
+}
+
+impl Load {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LoadState> {
+        // A panic while holding this lock leaves plain counters behind.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take(&self, run: &str, gpus: &[String]) {
+        let mut state = self.lock();
+        state.running += 1;
+        state
+            .gpus
+            .extend(gpus.iter().map(|g| (run.to_owned(), g.clone())));
+    }
+
+    fn release(&self, run: &str, gpus: &[String]) {
+        let mut state = self.lock();
+        state.running = state.running.saturating_sub(1);
+        state.gpus.retain(|(r, g)| !(r == run && gpus.contains(g)));
+    }
+
+    fn capacity(&self, options: &Options, run: &str) -> Capacity {
+        let state = self.lock();
+        Capacity {
+            slots: options.max_running.saturating_sub(state.running),
+            gpus: options.gpus.clone(),
+            busy_gpus: state
+                .gpus
+                .iter()
+                .filter(|(r, _)| r != run)
+                .map(|(_, g)| g.clone())
+                .collect(),
+        }
+    }
+
+    /// Attempts in flight across all runs.
+    pub fn running(&self) -> usize {
+        self.lock().running
+    }
 }
 
 /// A change worth showing: the instance whose state moved.
@@ -98,17 +156,14 @@ pub async fn drive(
             Some((container, skip)),
         );
         stops.insert((step, attempt), stop);
+        options.load.take(&run.id, &granted(&run, step, attempt));
     }
     tokio::pin!(cancel);
     let mut cancelled = false;
     loop {
         while let Some(event) = queue.pop_front() {
             let before = run.clone();
-            let capacity = Capacity {
-                slots: options.max_running.saturating_sub(stops.len()),
-                gpus: options.gpus.clone(),
-                busy_gpus: Vec::new(),
-            };
+            let capacity = options.load.capacity(options, &run.id);
             let actions = advance(&mut run, pipeline, event, now(), capacity)?;
             store.save_run(&before, &run).await?;
             for (index, (old, new)) in before.steps.iter().zip(&run.steps).enumerate() {
@@ -138,6 +193,7 @@ pub async fn drive(
                             None,
                         );
                         stops.insert((step, attempt), stop);
+                        options.load.take(&run.id, &granted(&run, step, attempt));
                     }
                     Action::Stop {
                         step,
@@ -168,6 +224,7 @@ pub async fn drive(
                 Some(Report::Started(step, attempt)) => queue.push_back(Event::Started { step, attempt }),
                 Some(Report::Exited(step, attempt, outcome)) => {
                     stops.remove(&(step, attempt));
+                    options.load.release(&run.id, &granted(&run, step, attempt));
                     queue.push_back(Event::Exited { step, attempt, outcome });
                 }
                 None => queue.push_back(Event::Tick),
@@ -181,6 +238,16 @@ pub async fn drive(
             }
         }
     }
+}
+
+/// The GPUs granted to an attempt.
+fn granted(run: &Run, step: usize, attempt: u32) -> Vec<String> {
+    run.steps[step]
+        .attempts
+        .iter()
+        .find(|a| a.number == attempt)
+        .map(|a| a.gpus.clone())
+        .unwrap_or_default()
 }
 
 fn timeout_note(pipeline: &Pipeline, run: &Run, step: usize) -> String {

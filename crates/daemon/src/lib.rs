@@ -6,6 +6,8 @@
 //! here: HTTP, formatting for people (the CLI's), the rules of the state
 //! machine (the engine's).
 
+mod daemon;
 mod drive;
 
-pub use drive::{Change, DriveError, Options, drive, now};
+pub use daemon::{Daemon, Loaded, TriggerError, load_pipelines};
+pub use drive::{Change, DriveError, Load, Options, drive, now};

@@ -14,6 +14,7 @@ mod runs;
 
 pub use db::Db;
 pub use events::EventRecord;
+pub use runs::RunSummary;
 
 use thiserror::Error;
 

@@ -10,6 +10,25 @@ use sha2::{Digest, Sha256};
 use std::str::FromStr;
 use weir_engine::{Attempt, Run, StepRun};
 
+/// A run as listings show it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct RunSummary {
+    /// The run's id.
+    pub id: String,
+    /// Its pipeline.
+    pub pipeline: String,
+    /// What started it.
+    pub trigger: String,
+    /// Where it is.
+    pub state: String,
+    /// Why it ended, when it did not succeed.
+    pub reason: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 /// A `runs` row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 struct RunRow {
@@ -387,6 +406,19 @@ impl Store {
         });
         row.map(|r| r.0)
             .ok_or_else(|| Error::NoSuchRun(id.to_owned()))
+    }
+
+    /// The latest `limit` runs, newest first.
+    pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunSummary>, Error> {
+        let rows = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, pipeline, trigger, state, reason, created_at, finished_at FROM runs ORDER BY created_at DESC, id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
     }
 
     /// Ids of runs not in a terminal state, oldest first.

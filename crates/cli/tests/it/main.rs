@@ -4,6 +4,7 @@
 mod plan;
 mod run;
 mod schema;
+mod serve;
 mod tidy;
 mod validate;
 

@@ -1,0 +1,76 @@
+//! The CLI's side of the HTTP API: `--addr`/`WEIR_ADDR`, the token, and
+//! errors that say what to do when the daemon is not there.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// Flags of the commands that talk to a daemon.
+#[derive(clap::Args)]
+pub(crate) struct ClientArgs {
+    /// The daemon's address.
+    #[arg(long, env = "WEIR_ADDR", default_value = "http://127.0.0.1:8765")]
+    pub(crate) addr: String,
+    /// The daemon's data folder, where its token is (unless WEIR_TOKEN is set).
+    #[arg(long, env = "WEIR_DATA", default_value = ".weir")]
+    pub(crate) data: PathBuf,
+}
+
+/// A client of one daemon.
+pub(crate) struct Client {
+    http: reqwest::Client,
+    addr: String,
+    token: String,
+}
+
+impl Client {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let token = match std::env::var("WEIR_TOKEN") {
+            Ok(token) if !token.is_empty() => token,
+            _ => std::fs::read_to_string(args.data.join("token"))
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_default(),
+        };
+        Ok(Client {
+            http: reqwest::Client::builder().build()?,
+            addr: args.addr.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// Sends a request to `/api/v1{path}` and returns the JSON answer, or
+    /// the API's error message.
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1{path}", self.addr);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| {
+            let why = if e.is_connect() {
+                "connection refused"
+            } else {
+                "no answer"
+            };
+            anyhow::anyhow!(
+                "cannot reach weir at {} ({why}): is 'weir serve' running?",
+                self.addr
+            )
+        })?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let message = value["error"]["message"]
+                .as_str()
+                .unwrap_or("the daemon refused the request");
+            anyhow::bail!("{message} (HTTP {})", status.as_u16())
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! `weir trigger`, `weir status`, `weir runs` and `weir cancel`: the
+//! daemon's runs, through its HTTP API.
+
+use crate::client::{Client, ClientArgs};
+use crate::output::Output;
+use crate::plan::parse_param;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `weir trigger`.
+#[derive(clap::Args)]
+pub(crate) struct TriggerArgs {
+    /// The pipeline to run.
+    pipeline: String,
+    /// A param value, `name=value`; repeat for several.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Follow the run and exit with its outcome (0 succeeded, 1 failed).
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print the run.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// Arguments of `weir status` and `weir cancel`.
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// The run.
+    run: String,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print it.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// Arguments of `weir runs`.
+#[derive(clap::Args)]
+pub(crate) struct RunsArgs {
+    /// How many of the latest runs.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print them.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub(crate) fn trigger(args: &TriggerArgs) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let params: BTreeMap<&str, &str> = args
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let run = client
+            .call(
+                Method::POST,
+                "/runs",
+                Some(json!({ "pipeline": args.pipeline, "params": params })),
+            )
+            .await?;
+        let id = run["id"].as_str().unwrap_or_default().to_owned();
+        if !args.wait {
+            print_run(&run, args.output, false)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        if args.output == Output::Table {
+            println!("run {id} of {}", args.pipeline);
+        }
+        let mut shown: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            let run = client
+                .call(Method::GET, &format!("/runs/{id}"), None)
+                .await?;
+            for step in run["steps"].as_array().into_iter().flatten() {
+                let name = step["id"].as_str().unwrap_or_default().to_owned();
+                let state = step["state"].as_str().unwrap_or_default().to_owned();
+                if shown.get(&name) != Some(&state) && state != "pending" {
+                    let line = match step["reason"].as_str() {
+                        Some(reason) if state != "running" && state != "succeeded" => {
+                            format!("{name}: {state} ({reason})")
+                        }
+                        _ => format!("{name}: {state}"),
+                    };
+                    if args.output == Output::Table {
+                        println!("{line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
+                    shown.insert(name, state);
+                }
+            }
+            if matches!(
+                run["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                print_run(&run, args.output, true)?;
+                return Ok(match run["state"].as_str() {
+                    Some("succeeded") => ExitCode::SUCCESS,
+                    Some("cancelled") => ExitCode::from(130),
+                    _ => ExitCode::FAILURE,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+pub(crate) fn status(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let run = client
+            .call(Method::GET, &format!("/runs/{}", args.run), None)
+            .await?;
+        print_run(&run, args.output, false)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(crate) fn cancel(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let answer = client
+            .call(Method::POST, &format!("/runs/{}/cancel", args.run), None)
+            .await?;
+        match args.output {
+            Output::Json => println!("{answer}"),
+            Output::Table => println!("run {} is being cancelled", args.run),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(crate) fn runs(args: &RunsArgs) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let runs = client
+            .call(Method::GET, &format!("/runs?limit={}", args.limit), None)
+            .await?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
+            Output::Table => {
+                println!(
+                    "{:<34} {:<20} {:<10} {:<10} CREATED",
+                    "RUN", "PIPELINE", "TRIGGER", "STATE"
+                );
+                for run in runs.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<34} {:<20} {:<10} {:<10} {}",
+                        run["id"].as_str().unwrap_or_default(),
+                        run["pipeline"].as_str().unwrap_or_default(),
+                        run["trigger"].as_str().unwrap_or_default(),
+                        run["state"].as_str().unwrap_or_default(),
+                        run["created_at"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Prints a run: JSON, or its state with one line per step (with gate
+/// evidence); `brief` prints the state line only.
+fn print_run(run: &Value, output: Output, brief: bool) -> anyhow::Result<()> {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(run)?);
+        return Ok(());
+    }
+    let reason = run["reason"]
+        .as_str()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    println!(
+        "run {} of {} {}{reason}",
+        run["id"].as_str().unwrap_or_default(),
+        run["pipeline"].as_str().unwrap_or_default(),
+        run["state"].as_str().unwrap_or_default()
+    );
+    if brief {
+        return Ok(());
+    }
+    for step in run["steps"].as_array().into_iter().flatten() {
+        let attempts = step["attempts"].as_array().map_or(0, Vec::len);
+        let reason = step["reason"]
+            .as_str()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        println!(
+            "  {:<28} {:<10} attempts {attempts}{reason}",
+            step["id"].as_str().unwrap_or_default(),
+            step["state"].as_str().unwrap_or_default()
+        );
+        for evidence in step["evidence"].as_array().into_iter().flatten() {
+            let verdict = if evidence["holds"] == Value::Bool(true) {
+                "holds"
+            } else {
+                "fails"
+            };
+            println!(
+                "    {verdict}: {} — {}",
+                evidence["expression"].as_str().unwrap_or_default(),
+                evidence["explanation"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! `weir serve` with the client commands, over real HTTP, as processes.
+
+use crate::{stderr, stdout};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A daemon on a free port, killed when dropped.
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-running", "4"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir serve starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let line = lines.next().and_then(Result::ok).unwrap_or_default();
+    let addr = line
+        .rsplit_once(" on ")
+        .map(|(_, a)| a.to_owned())
+        .unwrap_or_else(|| panic!("no address in '{line}'"));
+    std::thread::spawn(move || for _ in lines {});
+    Daemon { child, addr }
+}
+
+fn client(dir: &Path, daemon: &Daemon, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .args(["--addr", &daemon.addr])
+        .current_dir(dir)
+        .output()
+        .expect("weir runs")
+}
+
+fn setup(pipeline: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("pipelines")).expect("mkdir");
+    std::fs::write(dir.path().join("pipelines/p.yaml"), pipeline).expect("write");
+    std::fs::write(
+        dir.path().join("pipelines/broken.yaml"),
+        "name: Broken\nsteps: {}\n",
+    )
+    .expect("write");
+    dir
+}
+
+const QUICK: &str = "name: quick\nparams: { who: world }\ndefaults: { executor: process }\nsteps:\n  hello: { run: 'echo hello; echo \"{\\\"acc\\\": 0.9}\" > $WEIR_OUT/metrics.json' }\n  gate: { needs: [hello], gate: ['steps.hello.metrics.acc > 0.5'] }\n  long: { needs: [gate], if: params.who != 'wait', run: 'true' }\n  nap: { needs: [gate], if: params.who == 'wait', run: 'sleep 300' }\n  doze: { needs: [gate], if: params.who == 'slow', run: 'sleep 1' }\n";
+
+#[test]
+fn trigger_wait_status_runs_and_errors_over_http() {
+    let dir = setup(QUICK);
+    let daemon = serve(dir.path());
+    let out = client(dir.path(), &daemon, &["trigger", "quick", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("gate: succeeded"), "{}", stdout(&out));
+
+    let out = client(dir.path(), &daemon, &["runs", "--output", "json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(runs[0]["state"], "succeeded");
+    let id = runs[0]["id"].as_str().expect("id").to_owned();
+    let out = client(dir.path(), &daemon, &["status", &id]);
+    assert!(
+        stdout(&out).contains("holds: steps.hello.metrics.acc > 0.5 — 0.9 > 0.5 is true"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = client(dir.path(), &daemon, &["trigger", "quik"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: no pipeline 'quik' (did you mean 'quick'?) (HTTP 404)\n"
+    );
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["trigger", "quick", "--param", "nope=1"],
+    );
+    assert!(
+        stderr(&out).contains("unknown param 'nope'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["runs", "--addr", &daemon.addr])
+        .env("WEIR_TOKEN", "wrong")
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert!(
+        stderr(&out).contains("missing or wrong bearer token"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["runs", "--addr", "http://127.0.0.1:1"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        stderr(&out),
+        "error: cannot reach weir at http://127.0.0.1:1 (connection refused): is 'weir serve' running?\n"
+    );
+
+    let token =
+        std::fs::read_to_string(dir.path().join(".weir/token")).expect("token made at first start");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join(".weir/token"))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(token.len(), 64);
+}
+
+#[test]
+fn cancel_stops_a_run_and_a_killed_daemon_finishes_its_runs_on_restart() {
+    let dir = setup(QUICK);
+    let daemon = serve(dir.path());
+    let out = client(
+        dir.path(),
+        &daemon,
+        &[
+            "trigger", "quick", "--param", "who=wait", "--output", "json",
+        ],
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let id = run["id"].as_str().expect("id").to_owned();
+    wait_for(dir.path(), &daemon, &id, |run| {
+        run["steps"][3]["state"] == "running"
+    });
+    let out = client(dir.path(), &daemon, &["cancel", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = wait_for(dir.path(), &daemon, &id, |run| run["state"] == "cancelled");
+    assert_eq!(run["steps"][3]["state"], "cancelled");
+
+    // A run in flight when the daemon is killed (SIGKILL) is finished by
+    // the next daemon: the step that was running is lost and run again.
+    let out = client(
+        dir.path(),
+        &daemon,
+        &[
+            "trigger", "quick", "--param", "who=slow", "--output", "json",
+        ],
+    );
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for(dir.path(), &daemon, &id, |run| {
+        run["steps"][4]["state"] == "running"
+    });
+    drop(daemon);
+    let daemon = serve(dir.path());
+    let run = wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    let doze = &run["steps"][4]["attempts"];
+    assert_eq!(doze[0]["state"], "lost", "{doze}");
+    assert_eq!(doze[1]["state"], "succeeded", "{doze}");
+    assert_eq!(
+        run["steps"][0]["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "hello ran once"
+    );
+}
+
+fn wait_for(
+    dir: &Path,
+    daemon: &Daemon,
+    id: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = client(dir, daemon, &["status", id, "--output", "json"]);
+        if let Ok(run) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            && done(&run)
+        {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} never got there: {}",
+            stdout(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,348 @@
+//! The daemon's core, apart from HTTP: the loaded pipelines, triggering
+//! runs under each pipeline's `concurrency`, cancelling them, and driving
+//! every unfinished run after a restart.
+
+use crate::drive::{Options, drive, now};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+use tokio::sync::oneshot;
+use weir_engine::{Admission, Run, RunState, admit, new_run};
+use weir_model::Pipeline;
+use weir_store::Store;
+
+/// A pipeline file the daemon serves.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated pipeline.
+    pub pipeline: Pipeline,
+    /// Its file.
+    pub path: PathBuf,
+    /// The SHA-256 of its text, as stored.
+    pub hash: String,
+}
+
+/// Why a trigger was refused.
+#[derive(Debug, Error)]
+pub enum TriggerError {
+    /// No loaded pipeline has this name.
+    #[error("no pipeline '{0}'{1}")]
+    UnknownPipeline(String, String),
+    /// The pipeline does not accept manual runs (`on.manual: false`).
+    #[error("pipeline '{0}' does not accept manual runs (on.manual is false)")]
+    ManualDisabled(String),
+    /// Params unknown or missing.
+    #[error("{}", .0.join("; "))]
+    Params(Vec<String>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] weir_store::Error),
+}
+
+/// The daemon: its store, pipelines and the runs it drives.
+pub struct Daemon {
+    store: Store,
+    options: Options,
+    pipelines: Mutex<BTreeMap<String, Loaded>>,
+    state: Mutex<Active>,
+}
+
+#[derive(Default)]
+struct Active {
+    /// Runs being driven, by pipeline, with their cancel switch.
+    running: HashMap<String, Vec<(String, oneshot::Sender<()>)>>,
+    /// Runs waiting for a slot of their pipeline (`on_conflict: queue`).
+    queued: HashMap<String, VecDeque<String>>,
+}
+
+/// Loads every `*.yaml`/`*.yml` below `dir`: the valid pipelines, and one
+/// line per problem of the others (`path:line:col: message`).
+pub fn load_pipelines(dir: &Path) -> (Vec<(Pipeline, PathBuf, String)>, Vec<String>) {
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    files.sort();
+    let mut loaded = Vec::new();
+    let mut problems = Vec::new();
+    let mut names: HashMap<String, PathBuf> = HashMap::new();
+    for path in files {
+        let shown = path.display().to_string();
+        let source = match std::fs::read_to_string(&path) {
+            Ok(source) => source,
+            Err(e) => {
+                problems.push(format!("{shown}: cannot read: {e}"));
+                continue;
+            }
+        };
+        let validated = weir_model::validate(&source);
+        problems.extend(
+            validated
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .map(|d| format!("{shown}:{d}")),
+        );
+        if let Some(pipeline) = validated.pipeline {
+            if let Some(other) = names.get(&pipeline.name.value) {
+                problems.push(format!(
+                    "{shown}:{}: pipeline name '{}' is already used by {}",
+                    pipeline.name.pos,
+                    pipeline.name.value,
+                    other.display()
+                ));
+                continue;
+            }
+            names.insert(pipeline.name.value.clone(), path.clone());
+            loaded.push((pipeline, path, source));
+        }
+    }
+    (loaded, problems)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect(&path, out);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon on `store` with the pipelines below `dir`, and
+    /// drives every run a previous daemon left unfinished. Returns the
+    /// daemon and the problems of the files it could not load.
+    pub async fn start(
+        store: Store,
+        dir: &Path,
+        options: Options,
+    ) -> Result<(Arc<Daemon>, Vec<String>), weir_store::Error> {
+        let (found, problems) = load_pipelines(dir);
+        let mut pipelines = BTreeMap::new();
+        for (pipeline, path, source) in found {
+            let hash = store.save_pipeline(&pipeline.name.value, &source).await?;
+            pipelines.insert(
+                pipeline.name.value.clone(),
+                Loaded {
+                    pipeline,
+                    path,
+                    hash,
+                },
+            );
+        }
+        let daemon = Arc::new(Daemon {
+            store,
+            options,
+            pipelines: Mutex::new(pipelines),
+            state: Mutex::new(Active::default()),
+        });
+        for id in daemon.store.unfinished_runs().await? {
+            let run = daemon.store.load_run(&id).await?;
+            let hash = daemon.store.run_pipeline_hash(&id).await?;
+            let Some(source) = daemon.store.pipeline_source(&hash).await? else {
+                continue;
+            };
+            if let Some(pipeline) = weir_model::validate(&source).pipeline {
+                daemon.spawn(pipeline, run.id);
+            }
+        }
+        Ok((daemon, problems))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The loaded pipelines, by name.
+    pub fn pipelines(&self) -> Vec<Loaded> {
+        self.lock_pipelines().values().cloned().collect()
+    }
+
+    fn lock_pipelines(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Loaded>> {
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, Active> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a run of `name` with `params`, as `trigger` (`manual`, …),
+    /// under the pipeline's `concurrency`. The run is stored before this
+    /// returns; bad params change nothing.
+    pub async fn trigger(
+        self: &Arc<Self>,
+        name: &str,
+        params: &[(String, String)],
+        trigger: &str,
+    ) -> Result<Run, TriggerError> {
+        let loaded = self.lock_pipelines().get(name).cloned();
+        let Some(loaded) = loaded else {
+            let names: Vec<String> = self.lock_pipelines().keys().cloned().collect();
+            let hint = suggestion(name, &names);
+            return Err(TriggerError::UnknownPipeline(name.to_owned(), hint));
+        };
+        if trigger == "manual" && !loaded.pipeline.on.manual {
+            return Err(TriggerError::ManualDisabled(name.to_owned()));
+        }
+        let id = uuid_v7();
+        let mut run = new_run(
+            &loaded.pipeline,
+            &id,
+            trigger,
+            params,
+            serde_json::Value::Null,
+            serde_json::json!({}),
+            now(),
+        )
+        .map_err(TriggerError::Params)?;
+        let active: Vec<String> = self
+            .lock_state()
+            .running
+            .get(name)
+            .map(|runs| runs.iter().map(|(id, _)| id.clone()).collect())
+            .unwrap_or_default();
+        let admission = admit(&loaded.pipeline, &active);
+        if admission == Admission::Skip {
+            run.state = RunState::Cancelled;
+            run.reason = Some(format!(
+                "skipped: {name} already has its maximum of runs in progress"
+            ));
+            run.finished_at = Some(now());
+        }
+        self.store.create_run(&run, &loaded.hash).await?;
+        match admission {
+            Admission::Start => self.spawn(loaded.pipeline, id),
+            Admission::Queue => self
+                .lock_state()
+                .queued
+                .entry(name.to_owned())
+                .or_default()
+                .push_back(id),
+            Admission::Skip => {}
+            Admission::CancelThenStart(ids) => {
+                for other in ids {
+                    self.cancel(&other);
+                }
+                self.spawn(loaded.pipeline, id);
+            }
+        }
+        Ok(run)
+    }
+
+    /// Asks a run this daemon drives to cancel; false when it drives no
+    /// such run (finished, or unknown).
+    pub fn cancel(&self, id: &str) -> bool {
+        let mut state = self.lock_state();
+        for runs in state.running.values_mut() {
+            if let Some(at) = runs.iter().position(|(run, _)| run == id) {
+                let (_, switch) = runs.remove(at);
+                let _ = switch.send(());
+                return true;
+            }
+        }
+        for queue in state.queued.values_mut() {
+            if let Some(at) = queue.iter().position(|run| run == id) {
+                queue.remove(at);
+                drop(state);
+                self.spawn_cancelled(id);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drives a queued run that was cancelled before it started: the engine
+    /// marks it cancelled and it ends at once.
+    fn spawn_cancelled(&self, id: &str) {
+        let store = self.store.clone();
+        let id = id.to_owned();
+        let pipelines = self.pipelines();
+        tokio::spawn(async move {
+            let Ok(run) = store.load_run(&id).await else {
+                return;
+            };
+            let Some(loaded) = pipelines
+                .into_iter()
+                .find(|l| l.pipeline.name.value == run.pipeline)
+            else {
+                return;
+            };
+            let mut after = run.clone();
+            let event = weir_engine::Event::Cancel {
+                reason: "cancelled before it started".to_owned(),
+            };
+            if weir_engine::advance(&mut after, &loaded.pipeline, event, now(), 0).is_ok() {
+                let _ = store.save_run(&run, &after).await;
+            }
+        });
+    }
+
+    /// Drives run `id` in a task; when it ends, the pipeline's next queued
+    /// run starts.
+    fn spawn(self: &Arc<Self>, pipeline: Pipeline, id: String) {
+        let (switch, cancelled) = oneshot::channel::<()>();
+        let name = pipeline.name.value.clone();
+        self.lock_state()
+            .running
+            .entry(name.clone())
+            .or_default()
+            .push((id.clone(), switch));
+        let daemon = Arc::clone(self);
+        tokio::spawn(async move {
+            let cancel = async move {
+                if cancelled.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            if let Err(e) = drive(
+                &daemon.store,
+                &pipeline,
+                &id,
+                &daemon.options,
+                cancel,
+                |_, _| {},
+            )
+            .await
+            {
+                eprintln!("weir: run {id} stopped being driven: {e}");
+            }
+            let next = {
+                let mut state = daemon.lock_state();
+                if let Some(runs) = state.running.get_mut(&name) {
+                    runs.retain(|(run, _)| run != &id);
+                }
+                state.queued.get_mut(&name).and_then(VecDeque::pop_front)
+            };
+            if let Some(next) = next {
+                daemon.spawn(pipeline, next);
+            }
+        });
+    }
+}
+
+fn suggestion(name: &str, names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| (strsim::levenshtein(name, n), n))
+        .filter(|(d, _)| *d <= (name.len() / 3).max(1))
+        .min()
+        .map(|(_, n)| format!(" (did you mean '{n}'?)"))
+        .unwrap_or_default()
+}
+
+fn uuid_v7() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}

@@ -1,0 +1,10 @@
+//! weir's HTTP API under `/api/v1`, as an axum [`router`] over the
+//! daemon: JSON in and out, one error shape, a bearer token on everything
+//! but `/healthz`. No business rules here: every request is a call into
+//! the daemon or the store.
+
+mod error;
+mod routes;
+
+pub use error::ApiError;
+pub use routes::{State, router};

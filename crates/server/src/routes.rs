@@ -1,0 +1,172 @@
+//! The routes: health, pipelines, runs (create, list, get, cancel).
+
+use crate::error::ApiError;
+use axum::extract::{Path, Query, Request, State as Extract};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use weir_daemon::{Daemon, TriggerError};
+
+/// What the routes need: the daemon and the token clients must present.
+#[derive(Clone)]
+pub struct State {
+    /// The daemon.
+    pub daemon: Arc<Daemon>,
+    /// The bearer token.
+    pub token: Arc<str>,
+}
+
+/// The API: `/healthz` open, everything under `/api/v1` behind the token.
+pub fn router(state: State) -> Router {
+    let api = Router::new()
+        .route("/pipelines", get(pipelines))
+        .route("/runs", post(create_run).get(list_runs))
+        .route("/runs/{id}", get(get_run))
+        .route("/runs/{id}/cancel", post(cancel_run))
+        .fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/api/v1", api)
+        .with_state(state)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found("no such endpoint under /api/v1")
+}
+
+/// Refuses requests without `Authorization: Bearer <token>`. Compares
+/// digests so the time taken says nothing about the token.
+async fn authorize(
+    Extract(state): Extract<State>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let given = request
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if Sha256::digest(given.as_bytes()) != Sha256::digest(state.token.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token: send 'Authorization: Bearer TOKEN' (the token is in WEIR_TOKEN or the daemon's data folder)",
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+async fn pipelines(Extract(state): Extract<State>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .daemon
+        .pipelines()
+        .into_iter()
+        .map(|l| {
+            json!({
+                "name": l.pipeline.name.value,
+                "description": l.pipeline.description,
+                "steps": l.pipeline.steps.len(),
+                "file": l.path.display().to_string(),
+                "hash": l.hash,
+                "manual": l.pipeline.on.manual,
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRun {
+    pipeline: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+}
+
+async fn create_run(
+    Extract(state): Extract<State>,
+    body: Result<Json<NewRun>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(new) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "{}: send {{\"pipeline\": NAME, \"params\": {{NAME: VALUE}}}}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let params: Vec<(String, String)> = new.params.into_iter().collect();
+    match state.daemon.trigger(&new.pipeline, &params, "manual").await {
+        Ok(run) => Ok((StatusCode::CREATED, Json(json!(run)))),
+        Err(e @ TriggerError::UnknownPipeline(..)) => Err(ApiError::not_found(e.to_string())),
+        Err(e @ TriggerError::ManualDisabled(_)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "manual-disabled",
+            e.to_string(),
+        )),
+        Err(e @ TriggerError::Params(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad-params",
+            e.to_string(),
+        )),
+        Err(TriggerError::Store(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    limit: Option<i64>,
+}
+
+async fn list_runs(
+    Extract(state): Extract<State>,
+    Query(listing): Query<Listing>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
+    let runs = state.daemon.store().list_runs(limit).await?;
+    Ok(Json(json!(runs)))
+}
+
+async fn get_run(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = state.daemon.store().load_run(&id).await?;
+    Ok(Json(json!(run)))
+}
+
+async fn cancel_run(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let run = state.daemon.store().load_run(&id).await?;
+    if run.state.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "run-finished",
+            format!("run {id} already {}", run.state),
+        ));
+    }
+    if !state.daemon.cancel(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not-driven",
+            format!("run {id} is not driven by this daemon"),
+        ));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "cancelling": true })),
+    ))
+}
