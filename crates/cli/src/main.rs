@@ -47,6 +47,8 @@ enum Command {
     Runs(remote::RunsArgs),
     /// Cancel a run of the daemon.
     Cancel(remote::RunArgs),
+    /// A run's step logs; --follow streams them while the steps run.
+    Logs(remote::LogsArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Status(args) => remote::status(&args),
         Command::Runs(args) => remote::runs(&args),
         Command::Cancel(args) => remote::cancel(&args),
+        Command::Logs(args) => remote::logs(&args),
     };
     match outcome {
         Ok(code) => code,

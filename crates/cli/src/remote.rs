@@ -40,6 +40,23 @@ pub(crate) struct RunArgs {
     output: Output,
 }
 
+/// Arguments of `weir logs`.
+#[derive(clap::Args)]
+pub(crate) struct LogsArgs {
+    /// The run.
+    run: String,
+    /// One step instance (`train[lr=0.1]`); every step when left out.
+    step: Option<String>,
+    /// An attempt of the step; its latest when left out.
+    #[arg(long)]
+    attempt: Option<u32>,
+    /// Keep printing as the steps write, until they end.
+    #[arg(long, short)]
+    follow: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 /// Arguments of `weir runs`.
 #[derive(clap::Args)]
 pub(crate) struct RunsArgs {
@@ -214,4 +231,67 @@ fn print_run(run: &Value, output: Output, brief: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+pub(crate) fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let run = client
+            .call(Method::GET, &format!("/runs/{}", args.run), None)
+            .await?;
+        let steps: Vec<String> = match &args.step {
+            Some(step) => vec![step.clone()],
+            None => run["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["attempts"].as_array().is_some_and(|a| !a.is_empty()) || args.follow)
+                .filter_map(|s| s["id"].as_str().map(str::to_owned))
+                .collect(),
+        };
+        let several = steps.len() > 1;
+        for step in steps {
+            let mut offset = 0u64;
+            let mut header = several;
+            loop {
+                let attempt = args
+                    .attempt
+                    .map(|a| format!("&attempt={a}"))
+                    .unwrap_or_default();
+                let path = format!(
+                    "/runs/{}/steps/{}/logs?offset={offset}{attempt}",
+                    args.run,
+                    encode(&step)
+                );
+                let chunk = client.call(Method::GET, &path, None).await?;
+                let data = chunk["data"].as_str().unwrap_or_default();
+                if header && (!data.is_empty() || chunk["done"] == Value::Bool(true)) {
+                    println!("== {step} (attempt {}) ==", chunk["attempt"]);
+                    header = false;
+                }
+                print!("{data}");
+                let _ = std::io::stdout().flush();
+                offset = chunk["next"].as_u64().unwrap_or(offset);
+                if !args.follow || chunk["done"] == Value::Bool(true) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Percent-encodes a step instance id for a URL path.
+fn encode(step: &str) -> String {
+    step.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

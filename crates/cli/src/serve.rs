@@ -70,10 +70,43 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             token: Arc::from(token),
         };
         axum::serve(listener, weir_server::router(state))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(shutdown())
             .await?;
+        // Returning drops the runs' tasks: every decision is committed, and
+        // the next start takes up the containers that still run.
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Completes on the first SIGTERM or SIGINT: weir stops taking requests
+/// and exits, leaving running containers to the next start. Another signal,
+/// or 10 seconds, and it exits at once.
+async fn shutdown() {
+    signal().await;
+    eprintln!(
+        "weir: shutting down; running containers are taken up at the next start (a second signal exits at once)"
+    );
+    tokio::spawn(async {
+        tokio::select! {
+            () = signal() => {}
+            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+        }
+        std::process::exit(130);
+    });
+}
+
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
 }

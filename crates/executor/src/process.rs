@@ -61,6 +61,9 @@ pub async fn run_process(
     };
     let _ = started.send(());
     let group = child.id().map(|id| Pid::from_raw(id as i32));
+    // Should this future be dropped (weir shutting down), the whole group
+    // goes, not only its leader.
+    let _guard = GroupGuard(group);
     if let Some(group) = group {
         // Recovery after a crash of weir finds the group by this file.
         let _ = std::fs::write(attempt.out.join(PGID_FILE), group.to_string());
@@ -124,6 +127,15 @@ pub async fn run_process(
         };
     }
     collect(exit_code, &attempt.out)
+}
+
+/// Kills a process group when dropped.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal(self.0, Signal::SIGKILL);
+    }
 }
 
 /// The file in an attempt's out folder naming its process group.

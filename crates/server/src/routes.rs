@@ -30,6 +30,7 @@ pub fn router(state: State) -> Router {
         .route("/runs", post(create_run).get(list_runs))
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/runs/{id}/steps/{step}/logs", get(step_log))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
@@ -169,4 +170,57 @@ async fn cancel_run(
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "cancelling": true })),
     ))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    attempt: Option<u32>,
+    #[serde(default)]
+    offset: u64,
+}
+
+/// A step's log from `offset` on, for `weir logs` (and `--follow`, which
+/// asks again from `next` until `done`). The latest attempt unless one is named.
+async fn step_log(
+    Extract(state): Extract<State>,
+    Path((id, step)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let run = state.daemon.store().load_run(&id).await?;
+    let Some(index) = run.steps.iter().position(|s| s.id == step) else {
+        let names: Vec<&str> = run.steps.iter().map(|s| s.id.as_str()).collect();
+        return Err(ApiError::not_found(format!(
+            "run {id} has no step '{step}' (it has {})",
+            names.join(", ")
+        )));
+    };
+    let instance = &run.steps[index];
+    let attempt = match query.attempt {
+        Some(n) if instance.attempts.iter().any(|a| a.number == n) => n,
+        Some(n) => {
+            return Err(ApiError::not_found(format!(
+                "step '{step}' has no attempt {n}"
+            )));
+        }
+        None => instance.attempts.last().map_or(0, |a| a.number),
+    };
+    let (data, next) = if attempt == 0 {
+        (Vec::new(), 0)
+    } else {
+        state
+            .daemon
+            .store()
+            .read_log_from(&id, index, attempt, query.offset)
+            .await?
+    };
+    let last = instance.attempts.last().map_or(0, |a| a.number);
+    let done = instance.state.is_terminal() || attempt < last;
+    Ok(Json(json!({
+        "step": step,
+        "attempt": attempt,
+        "state": instance.state,
+        "data": String::from_utf8_lossy(&data),
+        "next": next,
+        "done": done,
+    })))
 }

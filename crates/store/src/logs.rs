@@ -112,6 +112,41 @@ impl Store {
         Ok(row.map_or(0, |(bytes, dropped)| (bytes + dropped).max(0) as u64))
     }
 
+    /// An attempt's log from byte `from` of all it ever wrote (dropped
+    /// bytes included, so offsets stay valid as the cap drops old chunks),
+    /// and the offset to ask from next time.
+    pub async fn read_log_from(
+        &self,
+        run: &str,
+        step: usize,
+        attempt: u32,
+        from: u64,
+    ) -> Result<(Vec<u8>, u64), Error> {
+        let (step_i, attempt_i) = (step as i64, i64::from(attempt));
+        let (dropped, chunks): (Option<(i64,)>, Vec<(Vec<u8>,)>) = on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let dropped = sqlx::query_as("SELECT log_dropped FROM attempts WHERE run_id = $1 AND step_idx = $2 AND number = $3")
+                .bind(run)
+                .bind(step_i)
+                .bind(attempt_i)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let chunks = sqlx::query_as("SELECT data FROM logs WHERE run_id = $1 AND step_idx = $2 AND attempt = $3 ORDER BY seq")
+                .bind(run)
+                .bind(step_i)
+                .bind(attempt_i)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            (dropped, chunks)
+        });
+        let start = dropped.map_or(0, |d| d.0.max(0) as u64);
+        let stored: Vec<u8> = chunks.into_iter().flat_map(|c| c.0).collect();
+        let end = start + stored.len() as u64;
+        let skip = from.saturating_sub(start).min(stored.len() as u64) as usize;
+        Ok((stored[skip..].to_vec(), end.max(from.min(end))))
+    }
+
     /// When the first chunk of an attempt's log was stored.
     pub async fn first_log_at(
         &self,

@@ -58,7 +58,7 @@ fn setup(pipeline: &str) -> tempfile::TempDir {
     dir
 }
 
-const QUICK: &str = "name: quick\nparams: { who: world }\ndefaults: { executor: process }\nsteps:\n  hello: { run: 'echo hello; echo \"{\\\"acc\\\": 0.9}\" > $WEIR_OUT/metrics.json' }\n  gate: { needs: [hello], gate: ['steps.hello.metrics.acc > 0.5'] }\n  long: { needs: [gate], if: params.who != 'wait', run: 'true' }\n  nap: { needs: [gate], if: params.who == 'wait', run: 'sleep 300' }\n  doze: { needs: [gate], if: params.who == 'slow', run: 'sleep 1' }\n";
+const QUICK: &str = "name: quick\nparams: { who: world }\ndefaults: { executor: process }\nsteps:\n  hello: { run: 'echo hello; echo \"{\\\"acc\\\": 0.9}\" > $WEIR_OUT/metrics.json' }\n  gate: { needs: [hello], gate: ['steps.hello.metrics.acc > 0.5'] }\n  long: { needs: [gate], if: params.who != 'wait', run: 'true' }\n  nap: { needs: [gate], if: params.who == 'wait', run: 'sleep 300' }\n  doze: { needs: [gate], if: params.who == 'slow', run: 'sleep 1' }\n  talk: { needs: [gate], if: params.who == 'talk', run: 'for i in 1 2 3; do echo line $i; sleep 0.3; done' }\n";
 
 #[test]
 fn trigger_wait_status_runs_and_errors_over_http() {
@@ -203,4 +203,78 @@ fn wait_for(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn logs_are_served_and_followed() {
+    let dir = setup(QUICK);
+    let daemon = serve(dir.path());
+    let out = client(
+        dir.path(),
+        &daemon,
+        &[
+            "trigger", "quick", "--param", "who=talk", "--output", "json",
+        ],
+    );
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for(dir.path(), &daemon, &id, |run| {
+        run["steps"][5]["state"] == "running"
+    });
+    let out = client(dir.path(), &daemon, &["logs", &id, "talk", "--follow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "line 1\nline 2\nline 3\n",
+        "followed to the end, nothing doubled"
+    );
+    let out = client(dir.path(), &daemon, &["logs", &id]);
+    assert_eq!(
+        stdout(&out),
+        "== hello (attempt 1) ==\nhello\n== long (attempt 1) ==\n== talk (attempt 1) ==\nline 1\nline 2\nline 3\n"
+    );
+    let out = client(dir.path(), &daemon, &["logs", &id, "tlak"]);
+    assert!(
+        stderr(&out).contains("has no step 'tlak'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sigterm_stops_the_daemon_promptly() {
+    let dir = setup(QUICK);
+    let mut daemon = serve(dir.path());
+    let out = client(
+        dir.path(),
+        &daemon,
+        &[
+            "trigger", "quick", "--param", "who=wait", "--output", "json",
+        ],
+    );
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for(dir.path(), &daemon, &id, |run| {
+        run["steps"][3]["state"] == "running"
+    });
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = daemon.child.wait().expect("exits");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        status.code().is_some(),
+        "exited by itself, not killed: {status:?}"
+    );
 }
