@@ -49,6 +49,8 @@ enum Command {
     Cancel(remote::RunArgs),
     /// A run's step logs; --follow streams them while the steps run.
     Logs(remote::LogsArgs),
+    /// Webhook deliveries and other events, with what weir decided for each.
+    Events(remote::RunsArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Runs(args) => remote::runs(&args),
         Command::Cancel(args) => remote::cancel(&args),
         Command::Logs(args) => remote::logs(&args),
+        Command::Events(args) => remote::events(&args),
     };
     match outcome {
         Ok(code) => code,

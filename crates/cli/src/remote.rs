@@ -295,3 +295,32 @@ fn encode(step: &str) -> String {
         })
         .collect()
 }
+
+pub(crate) fn events(args: &RunsArgs) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let events = client
+            .call(Method::GET, &format!("/events?limit={}", args.limit), None)
+            .await?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&events)?),
+            Output::Table => {
+                println!(
+                    "{:<6} {:<8} {:<16} {:<30} DECISION",
+                    "ID", "KIND", "PIPELINE", "TIME"
+                );
+                for event in events.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<6} {:<8} {:<16} {:<30} {}",
+                        event["id"],
+                        event["kind"].as_str().unwrap_or_default(),
+                        event["pipeline"].as_str().unwrap_or("-"),
+                        event["created_at"].as_str().unwrap_or_default(),
+                        event["decision"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -166,6 +166,11 @@ impl Daemon {
         &self.store
     }
 
+    /// The loaded pipeline `name`.
+    pub fn pipeline(&self, name: &str) -> Option<Loaded> {
+        self.lock_pipelines().get(name).cloned()
+    }
+
     /// The loaded pipelines, by name.
     pub fn pipelines(&self) -> Vec<Loaded> {
         self.lock_pipelines().values().cloned().collect()
@@ -188,6 +193,19 @@ impl Daemon {
         params: &[(String, String)],
         trigger: &str,
     ) -> Result<Run, TriggerError> {
+        self.trigger_with(name, params, trigger, serde_json::Value::Null)
+            .await
+    }
+
+    /// [`Daemon::trigger`] with the event that caused it (a webhook's
+    /// payload, a drift report), which expressions read as `event`.
+    pub async fn trigger_with(
+        self: &Arc<Self>,
+        name: &str,
+        params: &[(String, String)],
+        trigger: &str,
+        event: serde_json::Value,
+    ) -> Result<Run, TriggerError> {
         let loaded = self.lock_pipelines().get(name).cloned();
         let Some(loaded) = loaded else {
             let names: Vec<String> = self.lock_pipelines().keys().cloned().collect();
@@ -203,7 +221,7 @@ impl Daemon {
             &id,
             trigger,
             params,
-            serde_json::Value::Null,
+            event,
             serde_json::json!({}),
             now(),
         )

@@ -4,6 +4,7 @@
 //! the daemon or the store.
 
 mod error;
+mod hooks;
 mod routes;
 
 pub use error::ApiError;

@@ -31,10 +31,18 @@ pub fn router(state: State) -> Router {
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/steps/{step}/logs", get(step_log))
+        .route("/events", get(events))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    // Webhooks carry their own proof (an HMAC signature), not the token.
+    let hooks = Router::new()
+        .route("/api/v1/hooks/{pipeline}", post(crate::hooks::hook))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::hooks::BODY_LIMIT,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(hooks)
         .nest("/api/v1", api)
         .with_state(state)
 }
@@ -223,4 +231,14 @@ async fn step_log(
         "next": next,
         "done": done,
     })))
+}
+
+/// Events (webhook deliveries, rejected ones included) with weir's decision, newest first.
+async fn events(
+    Extract(state): Extract<State>,
+    Query(listing): Query<Listing>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
+    let events = state.daemon.store().events(limit).await?;
+    Ok(Json(json!(events)))
 }

@@ -278,3 +278,126 @@ fn sigterm_stops_the_daemon_promptly() {
         "exited by itself, not killed: {status:?}"
     );
 }
+
+const HOOKED: &str = "name: hooked\non:\n  webhook: { secret_env: WEIR_TEST_HOOK_SECRET }\ndefaults: { executor: process }\nsteps:\n  fetch:\n    env:\n      COMMIT: \"${{ event.head_commit.id }}\"\n      MESSAGE: \"${{ event.head_commit.message }}\"\n    run: echo \"$COMMIT\" && echo \"$MESSAGE\"\n";
+
+fn serve_with_secret(dir: &Path) -> Daemon {
+    std::fs::write(dir.join("pipelines/hooked.yaml"), HOOKED).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("WEIR_TEST_HOOK_SECRET", "s3cret")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir serve starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let line = lines.next().and_then(Result::ok).unwrap_or_default();
+    let addr = line
+        .rsplit_once(" on ")
+        .map(|(_, a)| a.to_owned())
+        .expect("address");
+    std::thread::spawn(move || for _ in lines {});
+    Daemon { child, addr }
+}
+
+fn sign(body: &[u8], key: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes())
+        .expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn post(
+    addr: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, String)],
+) -> (u16, serde_json::Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut request = reqwest::Client::new()
+            .post(format!("{addr}{path}"))
+            .body(body.to_vec());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.expect("answered");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    })
+}
+
+#[test]
+fn a_signed_github_push_starts_a_run_once_and_bad_ones_start_none() {
+    let dir = setup(QUICK);
+    let daemon = serve_with_secret(dir.path());
+    let payload =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/data/github-push.json"))
+            .expect("fixture");
+    let headers = [
+        ("X-Hub-Signature-256", sign(&payload, "s3cret")),
+        (
+            "X-GitHub-Delivery",
+            "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_owned(),
+        ),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    let (status, answer) = post(&daemon.addr, "/api/v1/hooks/hooked", &payload, &headers);
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["run"].as_str().expect("run id").to_owned();
+    let run = wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    assert_eq!(run["trigger"], "webhook");
+    let out = client(dir.path(), &daemon, &["logs", &id, "fetch"]);
+    assert_eq!(
+        stdout(&out),
+        "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c\nUpdate churn features; $(rm -rf /) is just text\n",
+        "the payload reached the step as data, not shell text"
+    );
+
+    let (status, replay) = post(&daemon.addr, "/api/v1/hooks/hooked", &payload, &headers);
+    assert_eq!(
+        (status, &replay["run"], &replay["replay"]),
+        (200, &json_str(&id), &serde_json::Value::Bool(true))
+    );
+
+    let bad = [
+        ("X-Weir-Signature-256", sign(&payload, "wrong")),
+        ("X-Weir-Delivery", "other".to_owned()),
+    ];
+    let (status, answer) = post(&daemon.addr, "/api/v1/hooks/hooked", &payload, &bad);
+    assert_eq!(status, 401, "{answer}");
+    let (status, _) = post(&daemon.addr, "/api/v1/hooks/hooked", &payload, &[]);
+    assert_eq!(status, 401);
+    let big = vec![b' '; 1024 * 1024 + 1];
+    let (status, _) = post(
+        &daemon.addr,
+        "/api/v1/hooks/hooked",
+        &big,
+        &[("X-Weir-Signature-256", sign(&big, "s3cret"))],
+    );
+    assert_eq!(status, 413);
+    let (status, answer) = post(&daemon.addr, "/api/v1/hooks/quick", &payload, &headers);
+    assert_eq!(status, 403, "{answer}");
+    let (status, _) = post(&daemon.addr, "/api/v1/hooks/nope", &payload, &headers);
+    assert_eq!(status, 404);
+    let out = client(dir.path(), &daemon, &["runs", "--output", "json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(1),
+        "only the first delivery started a run"
+    );
+}
+
+fn json_str(text: &str) -> serde_json::Value {
+    serde_json::Value::String(text.to_owned())
+}
