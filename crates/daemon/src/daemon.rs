@@ -161,6 +161,16 @@ impl Daemon {
         Ok((daemon, problems))
     }
 
+    /// Attempts in flight across all runs, GPUs held, and runs queued.
+    pub fn load(&self) -> (usize, usize, usize) {
+        let queued = self.lock_state().queued.values().map(VecDeque::len).sum();
+        (
+            self.options.load.running(),
+            self.options.load.gpus_held(),
+            queued,
+        )
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store

@@ -86,6 +86,11 @@ impl Load {
     pub fn running(&self) -> usize {
         self.lock().running
     }
+
+    /// GPUs held across all runs.
+    pub fn gpus_held(&self) -> usize {
+        self.lock().gpus.len()
+    }
 }
 
 /// A change worth showing: the instance whose state moved.

@@ -42,6 +42,7 @@ pub fn router(state: State) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .merge(hooks)
         .nest("/api/v1", api)
         .with_state(state)
@@ -241,4 +242,58 @@ async fn events(
     let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
     let events = state.daemon.store().events(limit).await?;
     Ok(Json(json!(events)))
+}
+
+/// Prometheus text: runs and steps by state, attempts in flight, runs
+/// queued, GPUs held, events by kind and outcome. Open, like `/healthz`.
+async fn metrics(
+    Extract(state): Extract<State>,
+) -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), ApiError> {
+    use std::fmt::Write as _;
+    let counts = state.daemon.store().counts().await?;
+    let (running, gpus, queued) = state.daemon.load();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP weir_runs Runs in the store, by state.\n# TYPE weir_runs gauge"
+    );
+    for (s, n) in &counts.runs {
+        let _ = writeln!(out, "weir_runs{{state=\"{s}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weir_steps Step instances in the store, by state.\n# TYPE weir_steps gauge"
+    );
+    for (s, n) in &counts.steps {
+        let _ = writeln!(out, "weir_steps{{state=\"{s}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weir_attempts_running Attempts in flight.\n# TYPE weir_attempts_running gauge\nweir_attempts_running {running}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weir_queue_depth Runs waiting for a slot of their pipeline.\n# TYPE weir_queue_depth gauge\nweir_queue_depth {queued}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weir_gpus_in_use GPUs granted to running attempts.\n# TYPE weir_gpus_in_use gauge\nweir_gpus_in_use {gpus}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weir_events_total Events, by kind and outcome.\n# TYPE weir_events_total counter"
+    );
+    for (kind, outcome, n) in &counts.events {
+        let _ = writeln!(
+            out,
+            "weir_events_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+        );
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    ))
 }

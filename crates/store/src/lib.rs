@@ -14,7 +14,7 @@ mod runs;
 
 pub use db::Db;
 pub use events::EventRecord;
-pub use runs::RunSummary;
+pub use runs::{Counts, RunSummary};
 
 use thiserror::Error;
 

@@ -29,6 +29,17 @@ pub struct RunSummary {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// Counts for monitoring, from [`Store::counts`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Counts {
+    /// Runs by state.
+    pub runs: Vec<(String, i64)>,
+    /// Step instances by state.
+    pub steps: Vec<(String, i64)>,
+    /// Events by kind and outcome.
+    pub events: Vec<(String, String, i64)>,
+}
+
 /// A `runs` row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 struct RunRow {
@@ -419,6 +430,40 @@ impl Store {
             .await?
         });
         Ok(rows)
+    }
+
+    /// Counts for monitoring: runs by state, step instances by state, and
+    /// events by the first word of their decision (`triggered`, `rejected`, …).
+    pub async fn counts(&self) -> Result<Counts, Error> {
+        type Tally = Vec<(String, i64)>;
+        let (runs, steps, events): (Tally, Tally, Tally) = on_db!(&self.db, pool => {
+            let runs = sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state").fetch_all(pool).await?;
+            let steps = sqlx::query_as("SELECT state, COUNT(*) FROM steps GROUP BY state ORDER BY state").fetch_all(pool).await?;
+            let events = sqlx::query_as("SELECT kind || ' ' || decision, COUNT(*) FROM events GROUP BY kind, decision ORDER BY 1")
+                .fetch_all(pool)
+                .await?;
+            (runs, steps, events)
+        });
+        let mut by_outcome: std::collections::BTreeMap<(String, String), i64> =
+            std::collections::BTreeMap::new();
+        for (text, n) in events {
+            let mut words = text.split_whitespace();
+            let kind = words.next().unwrap_or_default().to_owned();
+            let outcome = words
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(':')
+                .to_owned();
+            *by_outcome.entry((kind, outcome)).or_default() += n;
+        }
+        Ok(Counts {
+            runs,
+            steps,
+            events: by_outcome
+                .into_iter()
+                .map(|((k, o), n)| (k, o, n))
+                .collect(),
+        })
     }
 
     /// Ids of runs not in a terminal state, oldest first.

@@ -396,6 +396,49 @@ fn a_signed_github_push_starts_a_run_once_and_bad_ones_start_none() {
         Some(1),
         "only the first delivery started a run"
     );
+    let out = client(dir.path(), &daemon, &["events", "--output", "json"]);
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let decisions: Vec<&str> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["decision"].as_str())
+        .collect();
+    let triggered = format!("triggered {id}");
+    assert_eq!(
+        decisions,
+        [
+            "rejected: missing or bad signature",
+            "rejected: missing or bad signature",
+            triggered.as_str()
+        ],
+        "newest first; the replay added none"
+    );
+    let text = get_text(&format!("{}/metrics", daemon.addr));
+    for line in [
+        "weir_runs{state=\"succeeded\"} 1",
+        "weir_events_total{kind=\"webhook\",outcome=\"rejected\"} 2",
+        "weir_events_total{kind=\"webhook\",outcome=\"triggered\"} 1",
+        "weir_attempts_running 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+}
+
+fn get_text(url: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::get(url)
+            .await
+            .expect("answered")
+            .text()
+            .await
+            .expect("text")
+    })
 }
 
 fn json_str(text: &str) -> serde_json::Value {
