@@ -51,6 +51,8 @@ enum Command {
     Logs(remote::LogsArgs),
     /// Webhook deliveries and other events, with what weir decided for each.
     Events(remote::RunsArgs),
+    /// One run per schedule slot in a range, each slot run at most once.
+    Backfill(remote::BackfillArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => remote::cancel(&args),
         Command::Logs(args) => remote::logs(&args),
         Command::Events(args) => remote::events(&args),
+        Command::Backfill(args) => remote::backfill(&args),
     };
     match outcome {
         Ok(code) => code,

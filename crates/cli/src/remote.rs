@@ -57,6 +57,24 @@ pub(crate) struct LogsArgs {
     client: ClientArgs,
 }
 
+/// Arguments of `weir backfill`.
+#[derive(clap::Args)]
+pub(crate) struct BackfillArgs {
+    /// The pipeline whose schedule slots to run.
+    pipeline: String,
+    /// The first instant of the range (RFC 3339, like 2026-03-01T00:00:00Z).
+    #[arg(long)]
+    from: String,
+    /// The last instant of the range, included.
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print the runs started.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
 /// Arguments of `weir runs`.
 #[derive(clap::Args)]
 pub(crate) struct RunsArgs {
@@ -319,6 +337,38 @@ pub(crate) fn events(args: &RunsArgs) -> anyhow::Result<ExitCode> {
                         event["decision"].as_str().unwrap_or_default(),
                     );
                 }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let path = format!("/pipelines/{}/backfill", encode(&args.pipeline));
+        let answer = client
+            .call(
+                Method::POST,
+                &path,
+                Some(json!({ "from": args.from, "to": args.to })),
+            )
+            .await?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+            Output::Table => {
+                for run in answer["runs"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  run {}",
+                        run["slot"].as_str().unwrap_or_default(),
+                        run["run"].as_str().unwrap_or_default()
+                    );
+                }
+                println!(
+                    "{} run(s) started, {} slot(s) already run",
+                    answer["runs"].as_array().map_or(0, Vec::len),
+                    answer["skipped"]
+                );
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -56,6 +56,10 @@ struct Active {
     queued: HashMap<String, VecDeque<String>>,
 }
 
+/// At most this many missed slots of one schedule run after downtime
+/// (`catchup: all`), and at most this many slots per backfill.
+pub const CATCHUP_CAP: usize = 100;
+
 /// Loads every `*.yaml`/`*.yml` below `dir`: the valid pipelines, and one
 /// line per problem of the others (`path:line:col: message`).
 pub fn load_pipelines(dir: &Path) -> (Vec<(Pipeline, PathBuf, String)>, Vec<String>) {
@@ -148,6 +152,7 @@ impl Daemon {
             pipelines: Mutex::new(pipelines),
             state: Mutex::new(Active::default()),
         });
+        daemon.spawn_scheduler();
         for id in daemon.store.unfinished_runs().await? {
             let run = daemon.store.load_run(&id).await?;
             let hash = daemon.store.run_pipeline_hash(&id).await?;
@@ -316,6 +321,140 @@ impl Daemon {
                 let _ = store.save_run(&run, &after).await;
             }
         });
+    }
+
+    /// Fires the pipelines' schedules: every second, each schedule's due
+    /// slots (`weir_engine::schedule::due`) are claimed in the store — a
+    /// slot fires once, whatever restarts happen — and started as runs.
+    fn spawn_scheduler(self: &Arc<Self>) {
+        let daemon = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(daemon) = daemon.upgrade() else {
+                    return;
+                };
+                if let Err(e) = daemon.fire_schedules(now()).await {
+                    eprintln!("weir: schedules: {e}");
+                }
+            }
+        });
+    }
+
+    /// Fires what is due at `now` for every schedule of every pipeline.
+    pub async fn fire_schedules(
+        self: &Arc<Self>,
+        at: weir_engine::Time,
+    ) -> Result<usize, weir_store::Error> {
+        let mut fired = 0;
+        for loaded in self.pipelines() {
+            let name = loaded.pipeline.name.value.clone();
+            for schedule in &loaded.pipeline.on.schedule {
+                let Ok(cron) = weir_model::parse_cron(&schedule.cron.value) else {
+                    continue;
+                };
+                let mark = match self
+                    .store
+                    .schedule_mark(&name, &schedule.cron.value)
+                    .await?
+                {
+                    Some(mark) => mark,
+                    // First sight of this schedule: nothing before now is missed.
+                    None => at,
+                };
+                let due = weir_engine::schedule::due(
+                    &cron,
+                    schedule.timezone,
+                    schedule.catchup,
+                    mark,
+                    at,
+                    CATCHUP_CAP,
+                );
+                for slot in due.fire {
+                    if self.fire_slot(&name, slot, "schedule").await?.is_some() {
+                        fired += 1;
+                    }
+                }
+                self.store
+                    .set_schedule_mark(&name, &schedule.cron.value, due.mark)
+                    .await?;
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Starts a run for `slot` of `name` unless that slot was fired before;
+    /// the run's `event` is `{"slot": …}`.
+    async fn fire_slot(
+        self: &Arc<Self>,
+        name: &str,
+        slot: weir_engine::Time,
+        trigger: &str,
+    ) -> Result<Option<String>, weir_store::Error> {
+        if !self.store.claim_slot(name, slot).await? {
+            return Ok(None);
+        }
+        let event = serde_json::json!({ "slot": slot.to_rfc3339() });
+        match self.trigger_with(name, &[], trigger, event).await {
+            Ok(run) => {
+                self.store.slot_run(name, slot, &run.id).await?;
+                Ok(Some(run.id))
+            }
+            Err(TriggerError::Store(e)) => Err(e),
+            Err(e) => {
+                eprintln!("weir: {name} slot {slot}: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// One run per slot of `name`'s schedules in `[from, to]` (at most
+    /// [`CATCHUP_CAP`]), each keyed by its slot: a slot that ran already,
+    /// by schedule or an earlier backfill, is not run again. Returns the
+    /// slots with the runs started, and how many were skipped.
+    pub async fn backfill(
+        self: &Arc<Self>,
+        name: &str,
+        from: weir_engine::Time,
+        to: weir_engine::Time,
+    ) -> Result<(Vec<(weir_engine::Time, String)>, usize), TriggerError> {
+        let Some(loaded) = self.pipeline(name) else {
+            let names: Vec<String> = self.lock_pipelines().keys().cloned().collect();
+            return Err(TriggerError::UnknownPipeline(
+                name.to_owned(),
+                suggestion(name, &names),
+            ));
+        };
+        let mut slots: Vec<weir_engine::Time> = Vec::new();
+        for schedule in &loaded.pipeline.on.schedule {
+            if let Ok(cron) = weir_model::parse_cron(&schedule.cron.value) {
+                slots.extend(weir_engine::schedule::between(
+                    &cron,
+                    schedule.timezone,
+                    from,
+                    to,
+                    CATCHUP_CAP,
+                ));
+            }
+        }
+        if loaded.pipeline.on.schedule.is_empty() {
+            return Err(TriggerError::Params(vec![format!(
+                "pipeline '{name}' has no schedule to backfill"
+            )]));
+        }
+        slots.sort();
+        slots.dedup();
+        slots.truncate(CATCHUP_CAP);
+        let mut started = Vec::new();
+        let mut skipped = 0;
+        for slot in slots {
+            match self.fire_slot(name, slot, "backfill").await? {
+                Some(run) => started.push((slot, run)),
+                None => skipped += 1,
+            }
+        }
+        Ok((started, skipped))
     }
 
     /// Drives run `id` in a task; when it ends, the pipeline's next queued

@@ -12,6 +12,7 @@ mod advance;
 mod context;
 mod prepare;
 mod run;
+pub mod schedule;
 
 pub use advance::{Action, Admission, Capacity, Error, Event, Outcome, StopReason, admit, advance};
 pub use prepare::{Prepared, Program, prepare};

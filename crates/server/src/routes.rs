@@ -27,6 +27,7 @@ pub struct State {
 pub fn router(state: State) -> Router {
     let api = Router::new()
         .route("/pipelines", get(pipelines))
+        .route("/pipelines/{name}/backfill", post(backfill))
         .route("/runs", post(create_run).get(list_runs))
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/cancel", post(cancel_run))
@@ -296,4 +297,55 @@ async fn metrics(
         )],
         out,
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Backfill {
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+}
+
+/// One run per schedule slot in `[from, to]`, each slot at most once ever.
+async fn backfill(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+    body: Result<Json<Backfill>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(range) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "{}: send {{\"from\": RFC 3339 time, \"to\": RFC 3339 time}}",
+                e.body_text()
+            ),
+        )
+    })?;
+    if range.to < range.from {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-range",
+            "'to' is before 'from'",
+        ));
+    }
+    match state.daemon.backfill(&name, range.from, range.to).await {
+        Ok((started, skipped)) => {
+            let runs: Vec<Value> = started
+                .iter()
+                .map(|(slot, run)| json!({ "slot": slot, "run": run }))
+                .collect();
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({ "runs": runs, "skipped": skipped })),
+            ))
+        }
+        Err(e @ TriggerError::UnknownPipeline(..)) => Err(ApiError::not_found(e.to_string())),
+        Err(TriggerError::Store(e)) => Err(ApiError::internal(e)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cannot-backfill",
+            e.to_string(),
+        )),
+    }
 }

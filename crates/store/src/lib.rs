@@ -11,6 +11,7 @@ mod db;
 mod events;
 mod logs;
 mod runs;
+mod schedules;
 
 pub use db::Db;
 pub use events::EventRecord;

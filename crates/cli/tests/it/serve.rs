@@ -444,3 +444,111 @@ fn get_text(url: &str) -> String {
 fn json_str(text: &str) -> serde_json::Value {
     serde_json::Value::String(text.to_owned())
 }
+
+#[test]
+fn schedules_fire_each_slot_once_across_restarts_and_backfill_adds_none_twice() {
+    let dir = setup(QUICK);
+    std::fs::write(
+        dir.path().join("pipelines/tick.yaml"),
+        "name: tick\non:\n  schedule:\n    - cron: \"* * * * * *\"\ndefaults: { executor: process }\nsteps:\n  a: { run: 'true' }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("pipelines/nightly.yaml"),
+        "name: nightly\non:\n  manual: false\n  schedule:\n    - cron: \"0 3 * * *\"\n      timezone: Europe/Berlin\ndefaults: { executor: process }\nsteps:\n  a: { run: 'true' }\n",
+    )
+    .expect("write");
+    let slots = |dir: &Path, daemon: &Daemon| -> Vec<String> {
+        let out = client(
+            dir,
+            daemon,
+            &["runs", "--limit", "1000", "--output", "json"],
+        );
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let ids: Vec<String> = runs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["pipeline"] == "tick")
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.iter()
+            .map(|id| {
+                let out = client(dir, daemon, &["status", id, "--output", "json"]);
+                let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+                assert_eq!(run["trigger"], "schedule");
+                run["event"]["slot"].as_str().expect("slot").to_owned()
+            })
+            .collect()
+    };
+    let daemon = serve(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slots(dir.path(), &daemon).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the every-second schedule did not fire"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(daemon);
+    let daemon = serve(dir.path());
+    std::thread::sleep(Duration::from_millis(2500));
+    let fired = slots(dir.path(), &daemon);
+    let mut unique = fired.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), fired.len(), "a slot fired twice: {fired:?}");
+
+    let out = client(
+        dir.path(),
+        &daemon,
+        &[
+            "backfill",
+            "nightly",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-03T23:00:00Z",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("2026-01-01T02:00:00Z  run "),
+        "03:00 in Berlin: {text}"
+    );
+    assert!(
+        text.ends_with("3 run(s) started, 0 slot(s) already run\n"),
+        "{text}"
+    );
+    let again = client(
+        dir.path(),
+        &daemon,
+        &[
+            "backfill",
+            "nightly",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-03T23:00:00Z",
+        ],
+    );
+    assert_eq!(stdout(&again), "0 run(s) started, 3 slot(s) already run\n");
+    let out = client(
+        dir.path(),
+        &daemon,
+        &[
+            "backfill",
+            "quick",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-02T00:00:00Z",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("has no schedule to backfill"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -264,3 +264,36 @@ async fn missing_runs_and_bad_urls_are_clear_errors() {
         "unsupported database URL 'mysql://x': use sqlite://PATH or postgres://USER@HOST/DB"
     );
 }
+
+#[tokio::test]
+async fn a_cron_slot_is_claimed_once_and_marks_move() {
+    for (db, store, _dir) in stores().await {
+        assert!(store.claim_slot("p", at(60)).await.expect("claims"), "{db}");
+        assert!(
+            !store.claim_slot("p", at(60)).await.expect("claims"),
+            "{db}: twice"
+        );
+        assert!(
+            store.claim_slot("q", at(60)).await.expect("claims"),
+            "{db}: per pipeline"
+        );
+        store.slot_run("p", at(60), "r1").await.expect("recorded");
+        assert_eq!(
+            store.schedule_mark("p", "* * * * *").await.expect("reads"),
+            None
+        );
+        store
+            .set_schedule_mark("p", "* * * * *", at(61))
+            .await
+            .expect("set");
+        store
+            .set_schedule_mark("p", "* * * * *", at(62))
+            .await
+            .expect("moved");
+        assert_eq!(
+            store.schedule_mark("p", "* * * * *").await.expect("reads"),
+            Some(at(62)),
+            "{db}"
+        );
+    }
+}
