@@ -457,6 +457,74 @@ impl Daemon {
         Ok((started, skipped))
     }
 
+    /// Decides a drift report for `name`: a rule of `on.drift` for `metric`
+    /// whose threshold `value` passes starts a retraining run, unless a
+    /// drift-triggered run is still queued or running (the report joins it)
+    /// or one started within the rule's cooldown. The report is stored with
+    /// the decision, which is returned.
+    pub async fn drift(
+        self: &Arc<Self>,
+        name: &str,
+        metric: &str,
+        value: f64,
+        report: serde_json::Value,
+    ) -> Result<String, TriggerError> {
+        let Some(loaded) = self.pipeline(name) else {
+            let names: Vec<String> = self.lock_pipelines().keys().cloned().collect();
+            return Err(TriggerError::UnknownPipeline(
+                name.to_owned(),
+                suggestion(name, &names),
+            ));
+        };
+        let at = now();
+        let rules: Vec<_> = loaded
+            .pipeline
+            .on
+            .drift
+            .iter()
+            .filter(|r| r.metric.value == metric)
+            .collect();
+        let decision = if rules.is_empty() {
+            format!("no rule for metric '{metric}'")
+        } else if let Some(rule) = rules.iter().find(|r| value > r.above) {
+            let last = self.store.last_run_by(name, "drift").await?;
+            let active = last
+                .as_ref()
+                .filter(|r| r.state == "queued" || r.state == "running");
+            let cooling = last.as_ref().zip(rule.cooldown).filter(|(r, cooldown)| {
+                chrono::Duration::from_std(cooldown.get()).is_ok_and(|c| at - r.created_at < c)
+            });
+            if let Some(run) = active {
+                format!("coalesced into {}", run.id)
+            } else if let Some((run, cooldown)) = cooling {
+                format!(
+                    "cooldown: {} started {} ago, within {cooldown}",
+                    run.id,
+                    human(at - run.created_at)
+                )
+            } else {
+                let run = self
+                    .trigger_with(name, &[], "drift", report.clone())
+                    .await?;
+                format!("triggered {}", run.id)
+            }
+        } else {
+            let above = rules.iter().map(|r| r.above).fold(f64::NAN, f64::min);
+            format!("below threshold ({metric} {value} <= {above})")
+        };
+        self.store
+            .record_event(
+                "drift",
+                Some(name),
+                run_of(&decision),
+                &report,
+                &decision,
+                at,
+            )
+            .await?;
+        Ok(decision)
+    }
+
     /// Drives run `id` in a task; when it ends, the pipeline's next queued
     /// run starts.
     fn spawn(self: &Arc<Self>, pipeline: Pipeline, id: String) {
@@ -508,6 +576,22 @@ fn suggestion(name: &str, names: &[String]) -> String {
         .min()
         .map(|(_, n)| format!(" (did you mean '{n}'?)"))
         .unwrap_or_default()
+}
+
+/// The run a decision names (`triggered RUN`, `coalesced into RUN`).
+fn run_of(decision: &str) -> Option<&str> {
+    decision
+        .strip_prefix("triggered ")
+        .or_else(|| decision.strip_prefix("coalesced into "))
+}
+
+fn human(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        _ => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 fn uuid_v7() -> String {

@@ -10,6 +10,7 @@
 
 mod advance;
 mod context;
+pub mod drift;
 mod prepare;
 mod run;
 pub mod schedule;

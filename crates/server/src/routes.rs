@@ -33,6 +33,7 @@ pub fn router(state: State) -> Router {
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/steps/{step}/logs", get(step_log))
         .route("/events", get(events))
+        .route("/events/drift", post(drift))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     // Webhooks carry their own proof (an HMAC signature), not the token.
@@ -345,6 +346,71 @@ async fn backfill(
         Err(e) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "cannot-backfill",
+            e.to_string(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Drift {
+    pipeline: String,
+    metric: String,
+    value: Option<f64>,
+    reference: Option<Vec<f64>>,
+    current: Option<Vec<f64>>,
+}
+
+/// A drift report: a measured `value`, or two histograms over the same
+/// bins for which weir computes `psi` or `kl`. Answers weir's decision.
+async fn drift(
+    Extract(state): Extract<State>,
+    body: Result<Json<Drift>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-report", message);
+    let Json(report) = body.map_err(|e| {
+        bad(format!(
+            "{}: send {{\"pipeline\", \"metric\", \"value\"}} or {{\"pipeline\", \"metric\": \"psi\"|\"kl\", \"reference\": [..], \"current\": [..]}}",
+            e.body_text()
+        ))
+    })?;
+    let value = match (&report.value, &report.reference, &report.current) {
+        (Some(value), None, None) if value.is_finite() => *value,
+        (None, Some(reference), Some(current)) => match report.metric.as_str() {
+            "psi" => weir_engine::drift::psi(reference, current).map_err(|e| bad(e.to_string()))?,
+            "kl" => weir_engine::drift::kl(reference, current).map_err(|e| bad(e.to_string()))?,
+            other => {
+                return Err(bad(format!(
+                    "weir computes psi or kl from histograms, not '{other}': send a measured value instead"
+                )));
+            }
+        },
+        _ => {
+            return Err(bad(
+                "give either a finite 'value', or both 'reference' and 'current'".to_owned(),
+            ));
+        }
+    };
+    let payload = json!({
+        "pipeline": report.pipeline,
+        "metric": report.metric,
+        "value": value,
+        "reference": report.reference,
+        "current": report.current,
+    });
+    match state
+        .daemon
+        .drift(&report.pipeline, &report.metric, value, payload)
+        .await
+    {
+        Ok(decision) => Ok(Json(
+            json!({ "metric": report.metric, "value": value, "decision": decision }),
+        )),
+        Err(e @ TriggerError::UnknownPipeline(..)) => Err(ApiError::not_found(e.to_string())),
+        Err(TriggerError::Store(e)) => Err(ApiError::internal(e)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refused",
             e.to_string(),
         )),
     }

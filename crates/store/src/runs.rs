@@ -466,6 +466,24 @@ impl Store {
         })
     }
 
+    /// The latest run of `pipeline` started by `trigger`.
+    pub async fn last_run_by(
+        &self,
+        pipeline: &str,
+        trigger: &str,
+    ) -> Result<Option<RunSummary>, Error> {
+        let row = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, pipeline, trigger, state, reason, created_at, finished_at FROM runs WHERE pipeline = $1 AND trigger = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+            )
+            .bind(pipeline)
+            .bind(trigger)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
     /// Ids of runs not in a terminal state, oldest first.
     pub async fn unfinished_runs(&self) -> Result<Vec<String>, Error> {
         let rows: Vec<(String,)> = on_db!(&self.db, pool => {

@@ -552,3 +552,93 @@ fn schedules_fire_each_slot_once_across_restarts_and_backfill_adds_none_twice() 
         stderr(&out)
     );
 }
+
+fn post_json(
+    dir: &Path,
+    daemon: &Daemon,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let token = std::fs::read_to_string(dir.join(".weir/token")).expect("token");
+    let headers = [
+        ("Authorization", format!("Bearer {}", token.trim())),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    post(&daemon.addr, path, body.to_string().as_bytes(), &headers)
+}
+
+#[test]
+fn drift_above_threshold_retrains_once_per_cooldown() {
+    let dir = setup(QUICK);
+    std::fs::write(
+        dir.path().join("pipelines/retrain.yaml"),
+        "name: retrain\non:\n  manual: false\n  drift:\n    - { metric: psi, above: 0.2, cooldown: 1h }\n    - { metric: accuracy_drop, above: 0.05 }\ndefaults: { executor: process }\nsteps:\n  train: { env: { WHY: \"${{ event.metric }}\" }, run: 'echo retraining on $WHY' }\n",
+    )
+    .expect("write");
+    let daemon = serve(dir.path());
+    let drifted = serde_json::json!({"pipeline": "retrain", "metric": "psi", "reference": [50, 50], "current": [80, 20]});
+    let (status, answer) = post_json(dir.path(), &daemon, "/api/v1/events/drift", drifted.clone());
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        (answer["value"].as_f64().expect("psi") - 0.4159).abs() < 1e-3,
+        "{answer}"
+    );
+    let decision = answer["decision"].as_str().expect("decision").to_owned();
+    let id = decision
+        .strip_prefix("triggered ")
+        .unwrap_or_else(|| panic!("{decision}"))
+        .to_owned();
+    let run = wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    assert_eq!(run["trigger"], "drift");
+    assert_eq!(
+        stdout(&client(dir.path(), &daemon, &["logs", &id, "train"])),
+        "retraining on psi\n"
+    );
+
+    let (_, second) = post_json(dir.path(), &daemon, "/api/v1/events/drift", drifted);
+    assert!(
+        second["decision"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(&format!("cooldown: {id} started "))),
+        "{second}"
+    );
+    let (_, low) = post_json(
+        dir.path(),
+        &daemon,
+        "/api/v1/events/drift",
+        serde_json::json!({"pipeline": "retrain", "metric": "psi", "value": 0.1}),
+    );
+    assert_eq!(low["decision"], "below threshold (psi 0.1 <= 0.2)");
+    let (_, other) = post_json(
+        dir.path(),
+        &daemon,
+        "/api/v1/events/drift",
+        serde_json::json!({"pipeline": "retrain", "metric": "kl", "value": 9.0}),
+    );
+    assert_eq!(other["decision"], "no rule for metric 'kl'");
+    let (status, bad) = post_json(
+        dir.path(),
+        &daemon,
+        "/api/v1/events/drift",
+        serde_json::json!({"pipeline": "retrain", "metric": "psi", "reference": [1, 2], "current": [1]}),
+    );
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(
+        bad["error"]["message"],
+        "reference has 2 bins and current has 1: give both the same bins"
+    );
+
+    let out = client(dir.path(), &daemon, &["events", "--output", "json"]);
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let kinds: Vec<&str> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["drift", "drift", "drift", "drift"],
+        "every report stored; the bad one changed nothing"
+    );
+}
