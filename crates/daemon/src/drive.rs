@@ -34,10 +34,21 @@ pub struct Options {
 }
 
 /// Attempts in flight and GPUs held, across every run driven with the same
-/// [`Options`], so the bounds hold for the daemon as a whole.
-#[derive(Debug, Default)]
+/// [`Options`], so the bounds hold for the daemon as a whole. A run that
+/// waits for a slot or a GPU is woken when another run frees one.
+#[derive(Debug)]
 pub struct Load {
     state: Mutex<LoadState>,
+    freed: watch::Sender<u64>,
+}
+
+impl Default for Load {
+    fn default() -> Load {
+        Load {
+            state: Mutex::default(),
+            freed: watch::channel(0).0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,9 +74,12 @@ impl Load {
     }
 
     fn release(&self, run: &str, gpus: &[String]) {
-        let mut state = self.lock();
-        state.running = state.running.saturating_sub(1);
-        state.gpus.retain(|(r, g)| !(r == run && gpus.contains(g)));
+        {
+            let mut state = self.lock();
+            state.running = state.running.saturating_sub(1);
+            state.gpus.retain(|(r, g)| !(r == run && gpus.contains(g)));
+        }
+        self.freed.send_modify(|generation| *generation += 1);
     }
 
     fn capacity(&self, options: &Options, run: &str) -> Capacity {
@@ -163,11 +177,14 @@ pub async fn drive(
         stops.insert((step, attempt), stop);
         options.load.take(&run.id, &granted(&run, step, attempt));
     }
+    // Seen before each decision, so a slot freed after it wakes this run.
+    let mut freed = options.load.freed.subscribe();
     tokio::pin!(cancel);
     let mut cancelled = false;
     loop {
         while let Some(event) = queue.pop_front() {
             let before = run.clone();
+            freed.borrow_and_update();
             let capacity = options.load.capacity(options, &run.id);
             let actions = advance(&mut run, pipeline, event, now(), capacity)?;
             store.save_run(&before, &run).await?;
@@ -237,6 +254,7 @@ pub async fn drive(
             () = async { tokio::time::sleep(sleep.unwrap_or(Duration::MAX)).await }, if sleep.is_some() => {
                 queue.push_back(Event::Tick);
             }
+            Ok(()) = freed.changed() => queue.push_back(Event::Tick),
             () = &mut cancel, if !cancelled => {
                 cancelled = true;
                 queue.push_back(Event::Cancel { reason: "cancelled by Ctrl-C".to_owned() });

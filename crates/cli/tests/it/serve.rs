@@ -20,8 +20,18 @@ impl Drop for Daemon {
 }
 
 fn serve(dir: &Path) -> Daemon {
+    serve_with(dir, "4")
+}
+
+fn serve_with(dir: &Path, max_running: &str) -> Daemon {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--max-running", "4"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-running",
+            max_running,
+        ])
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -641,4 +651,78 @@ fn drift_above_threshold_retrains_once_per_cooldown() {
         ["drift", "drift", "drift", "drift"],
         "every report stored; the bad one changed nothing"
     );
+}
+
+#[test]
+fn a_daemon_killed_during_a_docker_step_finishes_it_on_restart_without_running_it_twice() {
+    if std::env::var("WEIR_TEST_DOCKER").as_deref() != Ok("1") {
+        eprintln!(
+            "docker daemon restart test skipped: set WEIR_TEST_DOCKER=1 (and run scripts/test-image)"
+        );
+        return;
+    }
+    let dir = setup(QUICK);
+    std::fs::write(
+        dir.path().join("pipelines/boxed.yaml"),
+        "name: boxed\ndefaults: { image: weir-test/busybox:latest, pull: never }\nsteps:\n  a:\n    run: |\n      echo start >> /weir/work/starts\n      echo first\n      sleep 3\n      echo second\n  b: { needs: [a], run: echo done }\n",
+    )
+    .expect("write");
+    let daemon = serve(dir.path());
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["trigger", "boxed", "--output", "json"],
+    );
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for(dir.path(), &daemon, &id, |run| {
+        run["steps"][0]["attempts"][0]["state"] == "running"
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stdout(&client(dir.path(), &daemon, &["logs", &id, "a"])).contains("first") {
+        assert!(Instant::now() < deadline, "no first line");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(daemon); // SIGKILL
+    let daemon = serve(dir.path());
+    let run = wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    assert_eq!(
+        run["steps"][0]["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "taken up, not restarted"
+    );
+    assert_eq!(
+        stdout(&client(dir.path(), &daemon, &["logs", &id, "a"])),
+        "first\nsecond\n"
+    );
+    let starts =
+        std::fs::read_to_string(dir.path().join(".weir/runs").join(&id).join("work/starts"))
+            .expect("starts");
+    assert_eq!(starts, "start\n");
+}
+
+#[test]
+fn runs_waiting_for_a_daemon_wide_slot_are_woken_when_one_frees() {
+    let dir = setup(QUICK);
+    let daemon = serve_with(dir.path(), "1");
+    let ids: Vec<String> = (0..4)
+        .map(|_| {
+            let out = client(
+                dir.path(),
+                &daemon,
+                &[
+                    "trigger", "quick", "--param", "who=slow", "--output", "json",
+                ],
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    for id in &ids {
+        wait_for(dir.path(), &daemon, id, |run| run["state"] == "succeeded");
+    }
 }
