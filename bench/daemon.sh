@@ -75,13 +75,20 @@ fi
 body='{"ref":"refs/heads/main","after":"0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"}'
 sig="sha256=$(printf '%s' "$body" | openssl dgst -sha256 -hmac bench -r | cut -d' ' -f1)"
 cat > "$work/hook.lua" <<LUA
+-- Each wrk thread numbers its deliveries under its own id, so no two
+-- requests share a delivery id (a shared one would be answered as a replay).
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 counter = 0
 request = function()
   counter = counter + 1
   local headers = {}
   headers["Content-Type"] = "application/json"
   headers["X-Weir-Signature-256"] = "$sig"
-  headers["X-Weir-Delivery"] = string.format("%d-%d", math.random(1, 1000000000), counter)
+  headers["X-Weir-Delivery"] = string.format("%s-%d", tostring(tid), counter)
   return wrk.format("POST", "/api/v1/hooks/hooked", headers, '$body')
 end
 done = function(summary, latency, requests)
