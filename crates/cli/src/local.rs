@@ -56,7 +56,6 @@ impl StoreArgs {
     /// that need it fail with a clear reason otherwise), the GPUs given or
     /// found.
     pub(crate) async fn daemon_options(&self) -> anyhow::Result<Options> {
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
         let docker = match DockerExecutor::connect(self.keep_containers).await {
             Ok(docker) => Some(docker),
             Err(e) => {
@@ -64,25 +63,13 @@ impl StoreArgs {
                 None
             }
         };
-        let gpus = weir_executor::inventory(self.gpus.as_deref())
-            .map_err(|e| anyhow::anyhow!(e))?
-            .into_iter()
-            .map(|g| g.index)
-            .collect();
-        Ok(Options {
-            data: absolute(&self.data),
-            max_running: self.max_running.unwrap_or(cpus).max(1),
-            grace: Duration::from_secs(self.grace),
-            docker,
-            gpus,
-            load: Default::default(),
-        })
+        let gpus = self.gpu_ids()?;
+        Ok(self.with(docker, gpus))
     }
 
     /// How to drive runs of `pipeline`: with a Docker engine when it has
     /// docker steps (an engine that cannot be reached is one clear error).
     pub(crate) async fn options(&self, pipeline: &Pipeline) -> anyhow::Result<Options> {
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
         let needs_docker = pipeline
             .steps
             .iter()
@@ -101,22 +88,33 @@ impl StoreArgs {
             .iter()
             .any(|s| matches!(&s.kind, StepKind::Container(c) if c.resources.gpus.is_some()));
         let gpus = if wants_gpus || self.gpus.is_some() {
-            weir_executor::inventory(self.gpus.as_deref())
-                .map_err(|e| anyhow::anyhow!(e))?
-                .into_iter()
-                .map(|g| g.index)
-                .collect()
+            self.gpu_ids()?
         } else {
             Vec::new()
         };
-        Ok(Options {
+        Ok(self.with(docker, gpus))
+    }
+
+    /// The host's GPU ids: the ones given, else what nvidia-smi reports.
+    fn gpu_ids(&self) -> anyhow::Result<Vec<String>> {
+        Ok(weir_executor::inventory(self.gpus.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?
+            .into_iter()
+            .map(|g| g.index)
+            .collect())
+    }
+
+    /// Options from these flags, with the engine and GPUs found.
+    fn with(&self, docker: Option<DockerExecutor>, gpus: Vec<String>) -> Options {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        Options {
             data: absolute(&self.data),
             max_running: self.max_running.unwrap_or(cpus).max(1),
             grace: Duration::from_secs(self.grace),
             docker,
             gpus,
             load: Default::default(),
-        })
+        }
     }
 }
 

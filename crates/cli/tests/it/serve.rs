@@ -56,6 +56,17 @@ fn client(dir: &Path, daemon: &Daemon, args: &[&str]) -> Output {
         .expect("weir runs")
 }
 
+/// Triggers a run (`args`: the pipeline and its flags) and returns its id.
+fn trigger(dir: &Path, daemon: &Daemon, args: &[&str]) -> String {
+    let mut full = vec!["trigger"];
+    full.extend_from_slice(args);
+    full.extend(["--output", "json"]);
+    let out = client(dir, daemon, &full);
+    let run: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    run["id"].as_str().expect("id").to_owned()
+}
+
 fn setup(pipeline: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("pipelines")).expect("mkdir");
@@ -165,17 +176,7 @@ fn cancel_stops_a_run_and_a_killed_daemon_finishes_its_runs_on_restart() {
 
     // A run in flight when the daemon is killed (SIGKILL) is finished by
     // the next daemon: the step that was running is lost and run again.
-    let out = client(
-        dir.path(),
-        &daemon,
-        &[
-            "trigger", "quick", "--param", "who=slow", "--output", "json",
-        ],
-    );
-    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = trigger(dir.path(), &daemon, &["quick", "--param", "who=slow"]);
     wait_for(dir.path(), &daemon, &id, |run| {
         run["steps"][4]["state"] == "running"
     });
@@ -219,17 +220,7 @@ fn wait_for(
 fn logs_are_served_and_followed() {
     let dir = setup(QUICK);
     let daemon = serve(dir.path());
-    let out = client(
-        dir.path(),
-        &daemon,
-        &[
-            "trigger", "quick", "--param", "who=talk", "--output", "json",
-        ],
-    );
-    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = trigger(dir.path(), &daemon, &["quick", "--param", "who=talk"]);
     wait_for(dir.path(), &daemon, &id, |run| {
         run["steps"][5]["state"] == "running"
     });
@@ -257,17 +248,7 @@ fn logs_are_served_and_followed() {
 fn sigterm_stops_the_daemon_promptly() {
     let dir = setup(QUICK);
     let mut daemon = serve(dir.path());
-    let out = client(
-        dir.path(),
-        &daemon,
-        &[
-            "trigger", "quick", "--param", "who=wait", "--output", "json",
-        ],
-    );
-    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = trigger(dir.path(), &daemon, &["quick", "--param", "who=wait"]);
     wait_for(dir.path(), &daemon, &id, |run| {
         run["steps"][3]["state"] == "running"
     });
@@ -668,15 +649,7 @@ fn a_daemon_killed_during_a_docker_step_finishes_it_on_restart_without_running_i
     )
     .expect("write");
     let daemon = serve(dir.path());
-    let out = client(
-        dir.path(),
-        &daemon,
-        &["trigger", "boxed", "--output", "json"],
-    );
-    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = trigger(dir.path(), &daemon, &["boxed"]);
     wait_for(dir.path(), &daemon, &id, |run| {
         run["steps"][0]["attempts"][0]["state"] == "running"
     });
@@ -708,19 +681,7 @@ fn runs_waiting_for_a_daemon_wide_slot_are_woken_when_one_frees() {
     let dir = setup(QUICK);
     let daemon = serve_with(dir.path(), "1");
     let ids: Vec<String> = (0..4)
-        .map(|_| {
-            let out = client(
-                dir.path(),
-                &daemon,
-                &[
-                    "trigger", "quick", "--param", "who=slow", "--output", "json",
-                ],
-            );
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["id"]
-                .as_str()
-                .expect("id")
-                .to_owned()
-        })
+        .map(|_| trigger(dir.path(), &daemon, &["quick", "--param", "who=slow"]))
         .collect();
     for id in &ids {
         wait_for(dir.path(), &daemon, id, |run| run["state"] == "succeeded");
