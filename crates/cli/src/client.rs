@@ -7,12 +7,14 @@ use std::path::PathBuf;
 /// Flags of the commands that talk to a daemon.
 #[derive(clap::Args)]
 pub(crate) struct ClientArgs {
-    /// The daemon's address.
-    #[arg(long, env = "WEIR_ADDR", default_value = "http://127.0.0.1:8765")]
-    pub(crate) addr: String,
-    /// The daemon's data folder, where its token is (unless WEIR_TOKEN is set).
-    #[arg(long, env = "WEIR_DATA", default_value = ".weir")]
-    pub(crate) data: PathBuf,
+    /// The daemon's address [default: http://LISTEN of weir.toml, else http://127.0.0.1:8765].
+    #[arg(long, env = "WEIR_ADDR")]
+    pub(crate) addr: Option<String>,
+    /// The daemon's data folder, where its token is, unless WEIR_TOKEN is set [default: .weir].
+    #[arg(long, env = "WEIR_DATA")]
+    pub(crate) data: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) config: crate::config::ConfigArgs,
 }
 
 /// A client of one daemon.
@@ -25,15 +27,22 @@ pub(crate) struct Client {
 impl Client {
     pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Client> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let file = crate::config::Layers::read(&args.config)?.file;
+        let data = (args.data.clone())
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from(".weir"));
+        let addr = (args.addr.clone())
+            .or_else(|| file.listen.map(|listen| format!("http://{listen}")))
+            .unwrap_or_else(|| "http://127.0.0.1:8765".to_owned());
         let token = match std::env::var("WEIR_TOKEN") {
             Ok(token) if !token.is_empty() => token,
-            _ => std::fs::read_to_string(args.data.join("token"))
+            _ => std::fs::read_to_string(data.join("token"))
                 .map(|t| t.trim().to_owned())
                 .unwrap_or_default(),
         };
         Ok(Client {
             http: reqwest::Client::builder().build()?,
-            addr: args.addr.trim_end_matches('/').to_owned(),
+            addr: addr.trim_end_matches('/').to_owned(),
             token,
         })
     }

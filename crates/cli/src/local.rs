@@ -1,6 +1,7 @@
 //! What `weir run` and `weir resume` share: the local store, progress
 //! lines, and the exit code of a finished run.
 
+use crate::config::{ConfigArgs, Layers};
 use crate::output::Output;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -15,41 +16,113 @@ use weir_model::Pipeline;
 use weir_model::pipeline::{Executor, StepKind};
 use weir_store::Store;
 
-/// Flags shared by the commands that use the local store.
+/// Flags shared by the commands that use the local store. Each also comes
+/// from `weir.toml` and its `WEIR_*` variable (see [`crate::config`]).
 #[derive(clap::Args)]
 pub(crate) struct StoreArgs {
-    /// The data folder: the SQLite database and the runs' files.
-    #[arg(long, env = "WEIR_DATA", default_value = ".weir")]
-    pub(crate) data: PathBuf,
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// The data folder: the SQLite database and the runs' files [default: .weir].
+    #[arg(long, env = "WEIR_DATA")]
+    data: Option<PathBuf>,
     /// The database: sqlite://PATH (default: DATA/weir.db) or postgres://….
     #[arg(long, env = "WEIR_DB")]
-    pub(crate) db: Option<String>,
+    db: Option<String>,
     /// Most steps running at once (default: the number of CPUs).
-    #[arg(long)]
-    pub(crate) max_running: Option<usize>,
-    /// Seconds a stopped step gets between SIGTERM and SIGKILL.
-    #[arg(long, default_value_t = 10)]
-    pub(crate) grace: u64,
+    #[arg(long, env = "WEIR_MAX_RUNNING")]
+    max_running: Option<usize>,
+    /// Seconds a stopped step gets between SIGTERM and SIGKILL [default: 10].
+    #[arg(long, env = "WEIR_GRACE")]
+    grace: Option<u64>,
     /// The host's GPU ids (`0,1`); default: what nvidia-smi reports.
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) gpus: Option<Vec<String>>,
+    #[arg(long, env = "WEIR_GPUS", value_delimiter = ',')]
+    gpus: Option<Vec<String>>,
     /// Keep the containers of finished steps, for debugging.
-    #[arg(long)]
-    pub(crate) keep_containers: bool,
+    #[arg(long, env = "WEIR_KEEP_CONTAINERS", num_args = 0..=1, default_missing_value = "true")]
+    keep_containers: Option<bool>,
     /// How to print the finished run.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) output: Output,
 }
 
 impl StoreArgs {
+    /// The settings these flags, the environment and `weir.toml` give.
+    pub(crate) fn settings(&self) -> anyhow::Result<Settings> {
+        let mut layers = Layers::read(&self.config)?;
+        self.resolve(&mut layers)
+    }
+
+    /// Resolves the store's settings into `layers`, which the caller may go
+    /// on resolving its own settings with.
+    pub(crate) fn resolve(&self, layers: &mut Layers) -> anyhow::Result<Settings> {
+        let data = layers.pick(
+            "data",
+            Some("WEIR_DATA"),
+            self.data.clone(),
+            |f| f.data.clone(),
+            PathBuf::from(".weir"),
+        );
+        let db = layers.pick(
+            "db",
+            Some("WEIR_DB"),
+            self.db.clone(),
+            |f| f.db.clone(),
+            format!("sqlite://{}", data.join("weir.db").display()),
+        );
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let max_running = layers.pick(
+            "max_running",
+            Some("WEIR_MAX_RUNNING"),
+            self.max_running,
+            |f| f.max_running,
+            cpus,
+        );
+        let grace = layers.pick("grace", Some("WEIR_GRACE"), self.grace, |f| f.grace, 10);
+        let gpus = layers.pick(
+            "gpus",
+            Some("WEIR_GPUS"),
+            self.gpus.clone().map(Some),
+            |f| Some(f.gpus.clone()),
+            None,
+        );
+        let keep_containers = layers.pick(
+            "keep_containers",
+            Some("WEIR_KEEP_CONTAINERS"),
+            self.keep_containers,
+            |f| f.keep_containers,
+            false,
+        );
+        if max_running == 0 {
+            anyhow::bail!("max_running must be at least 1");
+        }
+        Ok(Settings {
+            data,
+            db,
+            max_running,
+            grace,
+            gpus,
+            keep_containers,
+            output: self.output,
+        })
+    }
+}
+
+/// The resolved settings of the local store and how runs are driven.
+pub(crate) struct Settings {
+    pub(crate) data: PathBuf,
+    pub(crate) db: String,
+    max_running: usize,
+    grace: u64,
+    gpus: Option<Vec<String>>,
+    keep_containers: bool,
+    pub(crate) output: Output,
+}
+
+impl Settings {
     pub(crate) async fn store(&self) -> anyhow::Result<Store> {
-        let url = match &self.db {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data.join("weir.db").display()),
-        };
-        Store::connect(&url)
+        Store::connect(&self.db)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open the store at {url}: {e}"))
+            .map_err(|e| anyhow::anyhow!("cannot open the store at {}: {e}", self.db))
     }
 
     /// How the daemon drives runs: a Docker engine when one answers (steps
@@ -59,7 +132,7 @@ impl StoreArgs {
         let docker = match DockerExecutor::connect(self.keep_containers).await {
             Ok(docker) => Some(docker),
             Err(e) => {
-                eprintln!("weir: {e}; docker steps will fail until the engine is back");
+                tracing::warn!("{e}; docker steps will fail until the engine is back");
                 None
             }
         };
@@ -104,12 +177,11 @@ impl StoreArgs {
             .collect())
     }
 
-    /// Options from these flags, with the engine and GPUs found.
+    /// Options from these settings, with the engine and GPUs found.
     fn with(&self, docker: Option<DockerExecutor>, gpus: Vec<String>) -> Options {
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
         Options {
             data: absolute(&self.data),
-            max_running: self.max_running.unwrap_or(cpus).max(1),
+            max_running: self.max_running,
             grace: Duration::from_secs(self.grace),
             docker,
             gpus,

@@ -3,6 +3,7 @@
 //! maps outcomes to exit codes.
 
 mod client;
+mod config;
 mod files;
 mod local;
 mod output;
@@ -39,10 +40,14 @@ enum Command {
     Resume(resume::Args),
     /// The daemon: pipelines from a folder, the HTTP API, runs driven to their end.
     Serve(serve::Args),
+    /// The settings `weir serve` would use, each with where it came from.
+    Config(serve::Args),
     /// Start a run on the daemon; --wait follows it and exits with its outcome.
     Trigger(remote::TriggerArgs),
     /// A run of the daemon, with its steps and gate evidence.
     Status(remote::RunArgs),
+    /// The pipelines the daemon serves, with their version.
+    Pipelines(remote::ListArgs),
     /// The daemon's latest runs.
     Runs(remote::RunsArgs),
     /// Cancel a run of the daemon.
@@ -64,8 +69,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Resume(args) => resume::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Config(args) => serve::show(&args),
         Command::Trigger(args) => remote::trigger(&args),
         Command::Status(args) => remote::status(&args),
+        Command::Pipelines(args) => remote::pipelines(&args),
         Command::Runs(args) => remote::runs(&args),
         Command::Cancel(args) => remote::cancel(&args),
         Command::Logs(args) => remote::logs(&args),

@@ -175,6 +175,43 @@ pub(crate) fn cancel(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Arguments of the listings that take no filter (`weir pipelines`).
+#[derive(clap::Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print them.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub(crate) fn pipelines(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let list = client.call(Method::GET, "/pipelines", None).await?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+            Output::Table => {
+                println!("{:<24} {:>5}  {:<12} FILE", "PIPELINE", "STEPS", "VERSION");
+                for p in list.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:>5}  {:<12} {}",
+                        p["name"].as_str().unwrap_or_default(),
+                        p["steps"],
+                        p["hash"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .get(..12)
+                            .unwrap_or_default(),
+                        p["file"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 pub(crate) fn runs(args: &RunsArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;

@@ -15,13 +15,14 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let store = args.store.store().await?;
+        let settings = args.store.settings()?;
+        let store = settings.store().await?;
         let ids = match &args.run {
             Some(id) => vec![id.clone()],
             None => store.unfinished_runs().await?,
         };
         if ids.is_empty() {
-            eprintln!("no unfinished runs in {}", args.store.data.display());
+            eprintln!("no unfinished runs in {}", settings.data.display());
             return Ok(ExitCode::SUCCESS);
         }
         let mut code = ExitCode::SUCCESS;
@@ -34,19 +35,19 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             let Some(pipeline) = validated.pipeline else {
                 anyhow::bail!("run {id}: its stored pipeline no longer validates");
             };
-            if args.store.output == crate::output::Output::Table {
+            if settings.output == crate::output::Output::Table {
                 println!("resuming run {id} of {}", pipeline.name.value);
             }
             let finished = weir_daemon::drive(
                 &store,
                 &pipeline,
                 &id,
-                &args.store.options(&pipeline).await?,
+                &settings.options(&pipeline).await?,
                 ctrl_c(),
-                progress(args.store.output),
+                progress(settings.output),
             )
             .await?;
-            let this = finish(&finished, args.store.output)?;
+            let this = finish(&finished, settings.output)?;
             if this != ExitCode::SUCCESS {
                 code = this;
             }

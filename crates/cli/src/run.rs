@@ -31,8 +31,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     runtime()?.block_on(async {
-        let options = args.store.options(&pipeline).await?;
-        let store = args.store.store().await?;
+        let settings = args.store.settings()?;
+        let options = settings.options(&pipeline).await?;
+        let store = settings.store().await?;
         let hash = store.save_pipeline(&pipeline.name.value, &source).await?;
         let id = uuid::Uuid::now_v7().simple().to_string();
         let now = weir_daemon::now();
@@ -59,7 +60,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 .map(|t| now + t);
         }
         store.create_run(&run, &hash).await?;
-        if args.store.output == crate::output::Output::Table {
+        if settings.output == crate::output::Output::Table {
             println!("run {id} of {}", pipeline.name.value);
         }
         let finished = weir_daemon::drive(
@@ -68,10 +69,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             &id,
             &options,
             ctrl_c(),
-            progress(args.store.output),
+            progress(settings.output),
         )
         .await?;
         store.close().await;
-        finish(&finished, args.store.output)
+        finish(&finished, settings.output)
     })
 }

@@ -1,6 +1,7 @@
 //! `weir serve`: the daemon — pipelines from a folder, the HTTP API, and
 //! every unfinished run driven to its end.
 
+use crate::config::{Layers, LogFormat, Source};
 use crate::local::StoreArgs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,14 +10,93 @@ use std::sync::Arc;
 /// Arguments of `weir serve`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// The folder of pipeline files (*.yaml, *.yml, searched recursively).
-    #[arg(long, env = "WEIR_PIPELINES", default_value = "pipelines")]
-    pipelines: PathBuf,
-    /// Where the HTTP API listens.
-    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:8765")]
-    listen: String,
+    /// The folder of pipeline files (*.yaml, *.yml, searched recursively) [default: pipelines].
+    #[arg(long, env = "WEIR_PIPELINES")]
+    pipelines: Option<PathBuf>,
+    /// Where the HTTP API listens [default: 127.0.0.1:8765].
+    #[arg(long, env = "WEIR_LISTEN")]
+    listen: Option<String>,
+    /// How log lines on stderr are written [default: text].
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+/// The daemon's resolved settings.
+pub(crate) struct Settings {
+    pub(crate) pipelines: PathBuf,
+    pub(crate) listen: String,
+    pub(crate) log_format: LogFormat,
+    pub(crate) store: crate::local::Settings,
+    /// Each setting with its value and where it came from.
+    pub(crate) picked: Vec<(&'static str, String, Source)>,
+}
+
+impl Args {
+    /// Defaults, then `weir.toml`, then `WEIR_*`, then flags.
+    pub(crate) fn settings(&self) -> anyhow::Result<Settings> {
+        let mut layers = Layers::read(&self.store.config)?;
+        let pipelines = layers.pick(
+            "pipelines",
+            Some("WEIR_PIPELINES"),
+            self.pipelines.clone(),
+            |f| f.pipelines.clone(),
+            PathBuf::from("pipelines"),
+        );
+        let listen = layers.pick(
+            "listen",
+            Some("WEIR_LISTEN"),
+            self.listen.clone(),
+            |f| f.listen.clone(),
+            "127.0.0.1:8765".to_owned(),
+        );
+        let log_format = layers.pick(
+            "log_format",
+            Some("WEIR_LOG_FORMAT"),
+            self.log_format,
+            |f| f.log_format,
+            LogFormat::Text,
+        );
+        let store = self.store.resolve(&mut layers)?;
+        Ok(Settings {
+            pipelines,
+            listen,
+            log_format,
+            store,
+            picked: layers.picked,
+        })
+    }
+}
+
+/// `weir config`: each setting `weir serve` would use, and where it came from.
+pub(crate) fn show(args: &Args) -> anyhow::Result<ExitCode> {
+    let settings = args.settings()?;
+    match settings.store.output {
+        crate::output::Output::Json => {
+            let map: serde_json::Map<String, serde_json::Value> = settings
+                .picked
+                .iter()
+                .map(|(key, value, source)| {
+                    let entry = serde_json::json!({"value": value, "source": source.to_string()});
+                    ((*key).to_owned(), entry)
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&map)?);
+        }
+        crate::output::Output::Table => {
+            let width = settings
+                .picked
+                .iter()
+                .map(|(_, v, _)| v.len())
+                .max()
+                .unwrap_or(0);
+            for (key, value, source) in &settings.picked {
+                println!("{key:<16} {value:<width$}  {source}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The API token: `WEIR_TOKEN`, else the one in the data folder, made at
@@ -47,23 +127,31 @@ pub(crate) fn token(data: &Path) -> anyhow::Result<String> {
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let settings = args.settings()?;
+    crate::config::init_logging(settings.log_format, "info");
     crate::local::runtime()?.block_on(async {
-        let store = args.store.store().await?;
-        let options = args.store.daemon_options().await?;
-        let token = token(&args.store.data)?;
+        let store = settings.store.store().await?;
+        let options = settings.store.daemon_options().await?;
+        let token = token(&settings.store.data)?;
         let (daemon, problems) =
-            weir_daemon::Daemon::start(store, &args.pipelines, options).await?;
+            weir_daemon::Daemon::start(store, &settings.pipelines, options).await?;
         for problem in &problems {
-            eprintln!("{problem}");
+            tracing::warn!(problem = %problem, "pipeline file does not validate");
         }
-        let listener = tokio::net::TcpListener::bind(&args.listen)
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let address = listener.local_addr()?;
         println!(
             "weir serving {} pipeline(s) from {} on http://{address}",
             daemon.pipelines().len(),
-            args.pipelines.display()
+            settings.pipelines.display()
+        );
+        tracing::info!(
+            pipelines = daemon.pipelines().len(),
+            folder = %settings.pipelines.display(),
+            %address,
+            "serving"
         );
         let state = weir_server::State {
             daemon,

@@ -43,6 +43,7 @@ pub enum TriggerError {
 /// The daemon: its store, pipelines and the runs it drives.
 pub struct Daemon {
     store: Store,
+    dir: PathBuf,
     options: Options,
     pipelines: Mutex<BTreeMap<String, Loaded>>,
     state: Mutex<Active>,
@@ -60,47 +61,91 @@ struct Active {
 /// (`catchup: all`), and at most this many slots per backfill.
 pub const CATCHUP_CAP: usize = 100;
 
-/// Loads every `*.yaml`/`*.yml` below `dir`: the valid pipelines, and one
-/// line per problem of the others (`path:line:col: message`).
-pub fn load_pipelines(dir: &Path) -> (Vec<(Pipeline, PathBuf, String)>, Vec<String>) {
+/// What a look at the pipelines folder found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The valid pipelines, with their file and text.
+    pub loaded: Vec<(Pipeline, PathBuf, String)>,
+    /// One line per problem of the other files (`path:line:col: message`).
+    pub problems: Vec<String>,
+    /// The files that did not load.
+    pub failed: Vec<PathBuf>,
+}
+
+/// Loads every `*.yaml`/`*.yml` below `dir`.
+pub fn load_pipelines(dir: &Path) -> Scan {
     let mut files = Vec::new();
     collect(dir, &mut files);
     files.sort();
-    let mut loaded = Vec::new();
-    let mut problems = Vec::new();
+    let mut scan = Scan::default();
     let mut names: HashMap<String, PathBuf> = HashMap::new();
     for path in files {
         let shown = path.display().to_string();
         let source = match std::fs::read_to_string(&path) {
             Ok(source) => source,
             Err(e) => {
-                problems.push(format!("{shown}: cannot read: {e}"));
+                scan.problems.push(format!("{shown}: cannot read: {e}"));
+                scan.failed.push(path);
                 continue;
             }
         };
         let validated = weir_model::validate(&source);
-        problems.extend(
+        scan.problems.extend(
             validated
                 .diagnostics
                 .iter()
                 .filter(|d| d.is_error())
                 .map(|d| format!("{shown}:{d}")),
         );
-        if let Some(pipeline) = validated.pipeline {
-            if let Some(other) = names.get(&pipeline.name.value) {
-                problems.push(format!(
-                    "{shown}:{}: pipeline name '{}' is already used by {}",
-                    pipeline.name.pos,
-                    pipeline.name.value,
-                    other.display()
-                ));
-                continue;
-            }
-            names.insert(pipeline.name.value.clone(), path.clone());
-            loaded.push((pipeline, path, source));
+        let Some(pipeline) = validated.pipeline else {
+            scan.failed.push(path);
+            continue;
+        };
+        if let Some(other) = names.get(&pipeline.name.value) {
+            scan.problems.push(format!(
+                "{shown}:{}: pipeline name '{}' is already used by {}",
+                pipeline.name.pos,
+                pipeline.name.value,
+                other.display()
+            ));
+            scan.failed.push(path);
+            continue;
         }
+        names.insert(pipeline.name.value.clone(), path.clone());
+        scan.loaded.push((pipeline, path, source));
     }
-    (loaded, problems)
+    scan
+}
+
+/// What each pipeline file looks like from outside (size and modification
+/// time): a change of it is a reason to load the folder again.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path).ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (path, len, modified)
+        })
+        .collect()
+}
+
+/// How a reload changed the served pipelines.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reload {
+    /// Pipelines new or changed, now served in their new version.
+    pub changed: Vec<String>,
+    /// Pipelines whose file is gone, no longer served.
+    pub removed: Vec<String>,
+    /// Pipelines whose file no longer validates: the last good version
+    /// stays.
+    pub kept: Vec<String>,
+    /// The problems of the files that did not load.
+    pub problems: Vec<String>,
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -133,9 +178,10 @@ impl Daemon {
         dir: &Path,
         options: Options,
     ) -> Result<(Arc<Daemon>, Vec<String>), weir_store::Error> {
-        let (found, problems) = load_pipelines(dir);
+        let scan = load_pipelines(dir);
+        let problems = scan.problems;
         let mut pipelines = BTreeMap::new();
-        for (pipeline, path, source) in found {
+        for (pipeline, path, source) in scan.loaded {
             let hash = store.save_pipeline(&pipeline.name.value, &source).await?;
             pipelines.insert(
                 pipeline.name.value.clone(),
@@ -148,11 +194,13 @@ impl Daemon {
         }
         let daemon = Arc::new(Daemon {
             store,
+            dir: dir.to_owned(),
             options,
             pipelines: Mutex::new(pipelines),
             state: Mutex::new(Active::default()),
         });
         daemon.spawn_scheduler();
+        daemon.spawn_watcher();
         for id in daemon.store.unfinished_runs().await? {
             let run = daemon.store.load_run(&id).await?;
             let hash = daemon.store.run_pipeline_hash(&id).await?;
@@ -164,6 +212,78 @@ impl Daemon {
             }
         }
         Ok((daemon, problems))
+    }
+
+    /// Loads the pipelines folder again: new and changed files are served
+    /// from now on (runs in progress go on with the version they started
+    /// with), removed files are no longer served, and a file that no longer
+    /// validates keeps its last good version.
+    pub async fn reload(&self) -> Result<Reload, weir_store::Error> {
+        let scan = load_pipelines(&self.dir);
+        let mut report = Reload {
+            problems: scan.problems,
+            ..Reload::default()
+        };
+        let mut next = BTreeMap::new();
+        for (pipeline, path, source) in scan.loaded {
+            let name = pipeline.name.value.clone();
+            let hash = self.store.save_pipeline(&name, &source).await?;
+            let same = self
+                .pipeline(&name)
+                .is_some_and(|old| old.hash == hash && old.path == path);
+            if !same {
+                report.changed.push(name.clone());
+            }
+            next.insert(
+                name,
+                Loaded {
+                    pipeline,
+                    path,
+                    hash,
+                },
+            );
+        }
+        let mut pipelines = self.lock_pipelines();
+        for (name, old) in pipelines.iter() {
+            if next.contains_key(name) {
+                continue;
+            }
+            if scan.failed.contains(&old.path) {
+                report.kept.push(name.clone());
+                next.insert(name.clone(), old.clone());
+            } else {
+                report.removed.push(name.clone());
+            }
+        }
+        *pipelines = next;
+        Ok(report)
+    }
+
+    /// Watches the pipelines folder: once a second, a change of any file's
+    /// size or modification time reloads it. Polling rather than inotify
+    /// sees edits through bind mounts, network file systems and editors'
+    /// rename-on-save alike.
+    fn spawn_watcher(self: &Arc<Self>) {
+        let daemon = Arc::downgrade(self);
+        let mut seen = fingerprint(&self.dir);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(daemon) = daemon.upgrade() else {
+                    return;
+                };
+                let now = fingerprint(&daemon.dir);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match daemon.reload().await {
+                    Ok(report) => log_reload(&report),
+                    Err(e) => tracing::error!(error = %e, "pipelines could not be reloaded"),
+                }
+            }
+        });
     }
 
     /// Attempts in flight across all runs, GPUs held, and runs queued.
@@ -256,6 +376,7 @@ impl Daemon {
             run.finished_at = Some(now());
         }
         self.store.create_run(&run, &loaded.hash).await?;
+        tracing::info!(run = %id, pipeline = name, trigger, admission = ?admission, "run created");
         match admission {
             Admission::Start => self.spawn(loaded.pipeline, id),
             Admission::Queue => self
@@ -336,7 +457,7 @@ impl Daemon {
                     return;
                 };
                 if let Err(e) = daemon.fire_schedules(now()).await {
-                    eprintln!("weir: schedules: {e}");
+                    tracing::error!(error = %e, "schedules could not be fired");
                 }
             }
         });
@@ -403,7 +524,7 @@ impl Daemon {
             }
             Err(TriggerError::Store(e)) => Err(e),
             Err(e) => {
-                eprintln!("weir: {name} slot {slot}: {e}");
+                tracing::warn!(pipeline = name, %slot, error = %e, "schedule slot not started");
                 Ok(None)
             }
         }
@@ -512,6 +633,7 @@ impl Daemon {
             let above = rules.iter().map(|r| r.above).fold(f64::NAN, f64::min);
             format!("below threshold ({metric} {value} <= {above})")
         };
+        tracing::info!(pipeline = name, metric, value, decision, "drift event");
         self.store
             .record_event(
                 "drift",
@@ -542,7 +664,7 @@ impl Daemon {
                     std::future::pending::<()>().await;
                 }
             };
-            if let Err(e) = drive(
+            match drive(
                 &daemon.store,
                 &pipeline,
                 &id,
@@ -552,7 +674,14 @@ impl Daemon {
             )
             .await
             {
-                eprintln!("weir: run {id} stopped being driven: {e}");
+                Ok(run) => tracing::info!(
+                    run = %id,
+                    pipeline = name,
+                    state = %run.state,
+                    reason = run.reason.as_deref().unwrap_or(""),
+                    "run finished"
+                ),
+                Err(e) => tracing::error!(run = %id, error = %e, "run stopped being driven"),
             }
             let next = {
                 let mut state = daemon.lock_state();
@@ -565,6 +694,21 @@ impl Daemon {
                 daemon.spawn(pipeline, next);
             }
         });
+    }
+}
+
+fn log_reload(report: &Reload) {
+    for problem in &report.problems {
+        tracing::warn!(problem = %problem, "pipeline file does not validate");
+    }
+    for name in &report.kept {
+        tracing::warn!(pipeline = %name, "pipeline file has errors; the last good version stays active");
+    }
+    for name in &report.changed {
+        tracing::info!(pipeline = %name, "pipeline loaded");
+    }
+    for name in &report.removed {
+        tracing::info!(pipeline = %name, "pipeline file removed; no longer served");
     }
 }
 

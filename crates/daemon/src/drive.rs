@@ -441,7 +441,7 @@ fn start(
             tokio::spawn(async move {
                 while let Some(chunk) = chunks.recv().await {
                     if let Err(e) = store.append_log(&run_id, step, attempt, &chunk).await {
-                        eprintln!("weir: cannot store the log of {run_id} step #{step}: {e}");
+                        tracing::error!(run = run_id, step, error = %e, "cannot store a step log");
                     }
                 }
             })

@@ -9,5 +9,5 @@
 mod daemon;
 mod drive;
 
-pub use daemon::{CATCHUP_CAP, Daemon, Loaded, TriggerError, load_pipelines};
+pub use daemon::{CATCHUP_CAP, Daemon, Loaded, Reload, Scan, TriggerError, load_pipelines};
 pub use drive::{Change, DriveError, Load, Options, drive, now};

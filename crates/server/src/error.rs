@@ -31,7 +31,7 @@ impl ApiError {
 
     /// 500: the cause is logged; the client is told to look at the daemon's log.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
-        eprintln!("weir: internal error: {cause}");
+        tracing::error!(error = %cause, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -10,6 +10,15 @@ use std::time::{Duration, Instant};
 struct Daemon {
     child: Child,
     addr: String,
+    /// What it wrote on stderr so far (its log lines).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Daemon {
+    /// Its log so far.
+    fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
 }
 
 impl Drop for Daemon {
@@ -24,27 +33,48 @@ fn serve(dir: &Path) -> Daemon {
 }
 
 fn serve_with(dir: &Path, max_running: &str) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-running",
-            max_running,
-        ])
-        .current_dir(dir)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-running",
+        max_running,
+    ]);
+    spawn_daemon(command.current_dir(dir))
+}
+
+/// Starts `command` (a `weir serve`) and waits for its address; its
+/// stdout is drained and its stderr kept.
+fn spawn_daemon(command: &mut Command) -> Daemon {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("weir serve starts");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let errors = BufReader::new(child.stderr.take().expect("piped"));
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in errors.lines().map_while(Result::ok) {
+            let mut log = sink.lock().expect("log");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let line = lines.next().and_then(Result::ok).unwrap_or_default();
-    let addr = line
-        .rsplit_once(" on ")
-        .map(|(_, a)| a.to_owned())
-        .unwrap_or_else(|| panic!("no address in '{line}'"));
+    let Some(addr) = line.rsplit_once(" on ").map(|(_, a)| a.to_owned()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        panic!(
+            "no address in '{line}'; stderr: {}",
+            log.lock().expect("log")
+        );
+    };
     std::thread::spawn(move || for _ in lines {});
-    Daemon { child, addr }
+    Daemon { child, addr, log }
 }
 
 fn client(dir: &Path, daemon: &Daemon, args: &[&str]) -> Output {
@@ -274,22 +304,12 @@ const HOOKED: &str = "name: hooked\non:\n  webhook: { secret_env: WEIR_TEST_HOOK
 
 fn serve_with_secret(dir: &Path) -> Daemon {
     std::fs::write(dir.join("pipelines/hooked.yaml"), HOOKED).expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("WEIR_TEST_HOOK_SECRET", "s3cret")
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weir serve starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let line = lines.next().and_then(Result::ok).unwrap_or_default();
-    let addr = line
-        .rsplit_once(" on ")
-        .map(|(_, a)| a.to_owned())
-        .expect("address");
-    std::thread::spawn(move || for _ in lines {});
-    Daemon { child, addr }
+    spawn_daemon(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("WEIR_TEST_HOOK_SECRET", "s3cret")
+            .current_dir(dir),
+    )
 }
 
 fn sign(body: &[u8], key: &str) -> String {
@@ -686,4 +706,180 @@ fn runs_waiting_for_a_daemon_wide_slot_are_woken_when_one_frees() {
     for id in &ids {
         wait_for(dir.path(), &daemon, id, |run| run["state"] == "succeeded");
     }
+}
+
+#[test]
+fn settings_come_from_defaults_then_weir_toml_then_env_then_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = |envs: &[(&str, &str)], args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["config", "--output", "json"])
+            .args(args)
+            .env_remove("WEIR_LISTEN")
+            .env_remove("WEIR_GRACE")
+            .envs(envs.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .expect("weir config runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+    };
+    let shown = config(&[], &[]);
+    assert_eq!(shown["listen"]["value"], "127.0.0.1:8765");
+    assert_eq!(shown["listen"]["source"], "default");
+    assert_eq!(shown["db"]["value"], "sqlite://.weir/weir.db");
+
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        "listen = \"127.0.0.1:9100\"\ngrace = 3\ndata = \"state\"\nlog_format = \"json\"\n",
+    )
+    .expect("write");
+    let shown = config(&[], &[]);
+    assert_eq!(shown["listen"]["value"], "127.0.0.1:9100");
+    assert_eq!(shown["listen"]["source"], "weir.toml");
+    assert_eq!(shown["grace"]["value"], "3");
+    assert_eq!(shown["log_format"]["value"], "json");
+    assert_eq!(
+        shown["db"]["value"], "sqlite://state/weir.db",
+        "the database follows the data folder the file names"
+    );
+
+    let shown = config(&[("WEIR_LISTEN", "127.0.0.1:9200")], &[]);
+    assert_eq!(shown["listen"]["value"], "127.0.0.1:9200");
+    assert_eq!(shown["listen"]["source"], "env WEIR_LISTEN");
+    assert_eq!(shown["grace"]["source"], "weir.toml");
+
+    let shown = config(
+        &[("WEIR_LISTEN", "127.0.0.1:9200")],
+        &["--listen", "127.0.0.1:9300", "--grace", "7"],
+    );
+    assert_eq!(shown["listen"]["value"], "127.0.0.1:9300");
+    assert_eq!(shown["listen"]["source"], "flag");
+    assert_eq!(shown["grace"]["value"], "7");
+
+    // A misspelt key is refused with its line, and nothing starts.
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        "grace = 3\nlisten_on = \"x\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve"])
+        .current_dir(dir.path())
+        .output()
+        .expect("weir serve runs");
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert!(
+        text.contains("weir.toml: line 2, column 1") && text.contains("unknown field `listen_on`"),
+        "{text}"
+    );
+    assert!(!dir.path().join(".weir").exists(), "nothing was created");
+
+    // A settings file named but missing is an error too.
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["config", "--config", "missing.toml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("weir config runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot read the settings file missing.toml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn pipeline_files_are_reloaded_on_change_and_a_broken_edit_keeps_the_last_good_version() {
+    let dir = setup(QUICK);
+    let daemon = spawn_daemon(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .current_dir(dir.path()),
+    );
+    let names = |daemon: &Daemon| -> Vec<String> {
+        let out = client(dir.path(), daemon, &["pipelines", "--output", "json"]);
+        let list: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+        let mut names: Vec<String> = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|p| format!("{}:{}", p["name"].as_str().unwrap_or(""), p["steps"]))
+            .collect();
+        names.sort();
+        names
+    };
+    let settle = |daemon: &Daemon, want: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let have = names(daemon);
+            if have == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "served {have:?}, want {want:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    settle(&daemon, &["quick:6"]);
+
+    // A new file is served; an edit to it changes what is served.
+    let extra = dir.path().join("pipelines/extra.yml");
+    std::fs::write(
+        &extra,
+        "name: extra\ndefaults: { executor: process }\nsteps:\n  a: { run: \"true\" }\n",
+    )
+    .expect("write");
+    settle(&daemon, &["extra:1", "quick:6"]);
+    std::fs::write(&extra, "name: extra\ndefaults: { executor: process }\nsteps:\n  a: { run: \"true\" }\n  b: { run: \"true\", needs: [a] }\n").expect("write");
+    settle(&daemon, &["extra:2", "quick:6"]);
+
+    // A broken edit is logged with its diagnostics; the last good version stays.
+    std::fs::write(
+        &extra,
+        "name: extra\nsteps:\n  a: { run: \"true\", needs: [nope] }\n",
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("the last good version stays active") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload logged: {}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    settle(&daemon, &["extra:2", "quick:6"]);
+    let run = trigger(dir.path(), &daemon, &["extra"]);
+    let run = wait_for(dir.path(), &daemon, &run, |run| run["state"] == "succeeded");
+    assert_eq!(
+        run["steps"].as_array().map(Vec::len),
+        Some(2),
+        "the good version ran"
+    );
+
+    // Every log line is one JSON object; the broken file's problem names its line.
+    let log = daemon.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["problem"]
+                .as_str()
+                .is_some_and(|p| p.contains("extra.yml:3:") && p.contains("nope"))),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "run finished" && l["state"] == "succeeded"),
+        "{log}"
+    );
+
+    // A removed file is no longer served.
+    std::fs::remove_file(&extra).expect("rm");
+    settle(&daemon, &["quick:6"]);
 }
