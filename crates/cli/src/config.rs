@@ -19,6 +19,8 @@ pub(crate) struct File {
     pub(crate) gpus: Option<Vec<String>>,
     pub(crate) keep_containers: Option<bool>,
     pub(crate) log_format: Option<LogFormat>,
+    /// Named API tokens: name → the environment variable holding it.
+    pub(crate) tokens: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// How the daemon writes its log lines (on stderr).

@@ -52,6 +52,10 @@ enum Command {
     Runs(remote::RunsArgs),
     /// Cancel a run of the daemon.
     Cancel(remote::RunArgs),
+    /// A new run retrying a finished one, reusing the steps that succeeded.
+    Retry(remote::RetryArgs),
+    /// Decide an approval step: approve it, or --reject it.
+    Approve(remote::ApproveArgs),
     /// A run's step logs; --follow streams them while the steps run.
     Logs(remote::LogsArgs),
     /// Webhook deliveries and other events, with what weir decided for each.
@@ -75,6 +79,8 @@ fn main() -> ExitCode {
         Command::Pipelines(args) => remote::pipelines(&args),
         Command::Runs(args) => remote::runs(&args),
         Command::Cancel(args) => remote::cancel(&args),
+        Command::Retry(args) => remote::retry(&args),
+        Command::Approve(args) => remote::approve(&args),
         Command::Logs(args) => remote::logs(&args),
         Command::Events(args) => remote::events(&args),
         Command::Backfill(args) => remote::backfill(&args),

@@ -28,6 +28,93 @@ pub(crate) struct TriggerArgs {
     output: Output,
 }
 
+/// Arguments of `weir retry`.
+#[derive(clap::Args)]
+pub(crate) struct RetryArgs {
+    /// The finished run to retry.
+    run: String,
+    /// Run this step and everything that needs it again (default: the
+    /// steps that did not succeed); steps that succeeded before it are reused.
+    #[arg(long, value_name = "STEP")]
+    from: Option<String>,
+    /// Follow the new run and exit with its outcome.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print the run.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+/// Arguments of `weir approve`.
+#[derive(clap::Args)]
+pub(crate) struct ApproveArgs {
+    /// The run.
+    run: String,
+    /// The approval step waiting for a decision.
+    step: String,
+    /// Reject rather than approve: the step fails, and the run with it.
+    #[arg(long)]
+    reject: bool,
+    /// Why; kept with the decision.
+    #[arg(long)]
+    comment: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print the run.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub(crate) fn retry(args: &RetryArgs) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let run = client
+            .call(
+                Method::POST,
+                &format!("/runs/{}/retry", encode(&args.run)),
+                Some(json!({ "from": args.from })),
+            )
+            .await?;
+        let id = run["id"].as_str().unwrap_or_default().to_owned();
+        if !args.wait {
+            print_run(&run, args.output, false)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        if args.output == Output::Table {
+            println!("run {id} retries {}", args.run);
+        }
+        follow(&client, &id, args.output).await
+    })
+}
+
+pub(crate) fn approve(args: &ApproveArgs) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let path = format!(
+            "/runs/{}/steps/{}/approval",
+            encode(&args.run),
+            encode(&args.step)
+        );
+        let body = json!({ "approved": !args.reject, "comment": args.comment });
+        let run = client.call(Method::POST, &path, Some(body)).await?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&run)?),
+            Output::Table => {
+                let step = run["steps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s["id"] == args.step.as_str());
+                let reason = step.and_then(|s| s["reason"].as_str()).unwrap_or_default();
+                println!("{} {}: {reason}", args.run, args.step);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// Arguments of `weir status` and `weir cancel`.
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
@@ -111,43 +198,49 @@ pub(crate) fn trigger(args: &TriggerArgs) -> anyhow::Result<ExitCode> {
         if args.output == Output::Table {
             println!("run {id} of {}", args.pipeline);
         }
-        let mut shown: BTreeMap<String, String> = BTreeMap::new();
-        loop {
-            let run = client
-                .call(Method::GET, &format!("/runs/{id}"), None)
-                .await?;
-            for step in run["steps"].as_array().into_iter().flatten() {
-                let name = step["id"].as_str().unwrap_or_default().to_owned();
-                let state = step["state"].as_str().unwrap_or_default().to_owned();
-                if shown.get(&name) != Some(&state) && state != "pending" {
-                    let line = match step["reason"].as_str() {
-                        Some(reason) if state != "running" && state != "succeeded" => {
-                            format!("{name}: {state} ({reason})")
-                        }
-                        _ => format!("{name}: {state}"),
-                    };
-                    if args.output == Output::Table {
-                        println!("{line}");
-                    } else {
-                        eprintln!("{line}");
-                    }
-                    shown.insert(name, state);
-                }
-            }
-            if matches!(
-                run["state"].as_str(),
-                Some("succeeded" | "failed" | "cancelled")
-            ) {
-                print_run(&run, args.output, true)?;
-                return Ok(match run["state"].as_str() {
-                    Some("succeeded") => ExitCode::SUCCESS,
-                    Some("cancelled") => ExitCode::from(130),
-                    _ => ExitCode::FAILURE,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        follow(&client, &id, args.output).await
     })
+}
+
+/// Follows run `id`, a line per step state change, until it ends; exits
+/// with its outcome (0 succeeded, 1 failed, 130 cancelled).
+async fn follow(client: &Client, id: &str, output: Output) -> anyhow::Result<ExitCode> {
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let run = client
+            .call(Method::GET, &format!("/runs/{id}"), None)
+            .await?;
+        for step in run["steps"].as_array().into_iter().flatten() {
+            let name = step["id"].as_str().unwrap_or_default().to_owned();
+            let state = step["state"].as_str().unwrap_or_default().to_owned();
+            if shown.get(&name) != Some(&state) && state != "pending" {
+                let line = match step["reason"].as_str() {
+                    Some(reason) if state != "running" && state != "succeeded" => {
+                        format!("{name}: {state} ({reason})")
+                    }
+                    _ => format!("{name}: {state}"),
+                };
+                if output == Output::Table {
+                    println!("{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+                shown.insert(name, state);
+            }
+        }
+        if matches!(
+            run["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            print_run(&run, output, true)?;
+            return Ok(match run["state"].as_str() {
+                Some("succeeded") => ExitCode::SUCCESS,
+                Some("cancelled") => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 pub(crate) fn status(args: &RunArgs) -> anyhow::Result<ExitCode> {

@@ -29,6 +29,8 @@ pub(crate) struct Settings {
     pub(crate) listen: String,
     pub(crate) log_format: LogFormat,
     pub(crate) store: crate::local::Settings,
+    /// Named tokens besides the daemon's own (`admin`), from `weir.toml`.
+    pub(crate) tokens: Vec<(String, String)>,
     /// Each setting with its value and where it came from.
     pub(crate) picked: Vec<(&'static str, String, Source)>,
 }
@@ -59,7 +61,17 @@ impl Args {
             LogFormat::Text,
         );
         let store = self.store.resolve(&mut layers)?;
+        let mut tokens = Vec::new();
+        for (name, var) in layers.file.tokens.iter().flatten() {
+            match std::env::var(var) {
+                Ok(token) if !token.is_empty() => tokens.push((name.clone(), token)),
+                _ => anyhow::bail!(
+                    "token '{name}' of the settings file: its variable {var} is not set"
+                ),
+            }
+        }
         Ok(Settings {
+            tokens,
             pipelines,
             listen,
             log_format,
@@ -153,9 +165,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             %address,
             "serving"
         );
+        let mut tokens = vec![("admin".to_owned(), token)];
+        tokens.extend(settings.tokens.iter().cloned());
         let state = weir_server::State {
             daemon,
-            token: Arc::from(token),
+            tokens: Arc::from(tokens),
         };
         axum::serve(listener, weir_server::router(state))
             .with_graceful_shutdown(shutdown())

@@ -2,12 +2,12 @@
 //! runs under each pipeline's `concurrency`, cancelling them, and driving
 //! every unfinished run after a restart.
 
-use crate::drive::{Options, drive, now};
+use crate::drive::{Control, Options, drive_with, now};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use weir_engine::{Admission, Run, RunState, admit, new_run};
 use weir_model::Pipeline;
 use weir_store::Store;
@@ -40,6 +40,17 @@ pub enum TriggerError {
     Store(#[from] weir_store::Error),
 }
 
+/// Why an approval could not be decided.
+#[derive(Debug, Error)]
+pub enum DecideError {
+    /// The run or step is not in a state to be decided; says why.
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed (an unknown run is [`weir_store::Error::NoSuchRun`]).
+    #[error(transparent)]
+    Store(#[from] weir_store::Error),
+}
+
 /// The daemon: its store, pipelines and the runs it drives.
 pub struct Daemon {
     store: Store,
@@ -51,8 +62,8 @@ pub struct Daemon {
 
 #[derive(Default)]
 struct Active {
-    /// Runs being driven, by pipeline, with their cancel switch.
-    running: HashMap<String, Vec<(String, oneshot::Sender<()>)>>,
+    /// Runs being driven, by pipeline, with the way to reach their loop.
+    running: HashMap<String, Vec<(String, mpsc::Sender<Control>)>>,
     /// Runs waiting for a slot of their pipeline (`on_conflict: queue`).
     queued: HashMap<String, VecDeque<String>>,
 }
@@ -388,7 +399,9 @@ impl Daemon {
             Admission::Skip => {}
             Admission::CancelThenStart(ids) => {
                 for other in ids {
-                    self.cancel(&other);
+                    let reason =
+                        format!("cancelled: run {id} replaced it (on_conflict: cancel-running)");
+                    self.cancel(&other, &reason);
                 }
                 self.spawn(loaded.pipeline, id);
             }
@@ -396,14 +409,14 @@ impl Daemon {
         Ok(run)
     }
 
-    /// Asks a run this daemon drives to cancel; false when it drives no
-    /// such run (finished, or unknown).
-    pub fn cancel(&self, id: &str) -> bool {
+    /// Asks a run this daemon drives to cancel, with `reason` on what it
+    /// stops; false when it drives no such run (finished, or unknown).
+    pub fn cancel(&self, id: &str, reason: &str) -> bool {
         let mut state = self.lock_state();
         for runs in state.running.values_mut() {
             if let Some(at) = runs.iter().position(|(run, _)| run == id) {
-                let (_, switch) = runs.remove(at);
-                let _ = switch.send(());
+                let (_, control) = runs.remove(at);
+                let _ = control.try_send(Control::Cancel(reason.to_owned()));
                 return true;
             }
         }
@@ -416,6 +429,79 @@ impl Daemon {
             }
         }
         false
+    }
+
+    /// Decides approval step `step` of run `id`: approved, or rejected, by
+    /// `by`. Answers once the decision is committed, with the run as it is
+    /// then.
+    pub async fn decide(
+        &self,
+        id: &str,
+        step: &str,
+        approved: bool,
+        by: &str,
+        comment: Option<String>,
+    ) -> Result<Run, DecideError> {
+        let control = self
+            .lock_state()
+            .running
+            .values()
+            .flatten()
+            .find(|(run, _)| run == id)
+            .map(|(_, control)| control.clone());
+        let Some(control) = control else {
+            let run = self.store.load_run(id).await?;
+            return Err(DecideError::Refused(format!(
+                "run {id} is {}: only a running run's approvals can be decided",
+                run.state
+            )));
+        };
+        let (reply, answer) = oneshot::channel();
+        let asked = Control::Decide {
+            step: step.to_owned(),
+            approved,
+            by: by.to_owned(),
+            comment,
+            reply,
+        };
+        let gone = || DecideError::Refused(format!("run {id} ended before the decision was taken"));
+        control.send(asked).await.map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| gone())?
+            .map_err(DecideError::Refused)?;
+        tracing::info!(run = id, step, approved, by, "approval decided");
+        Ok(self.store.load_run(id).await?)
+    }
+
+    /// Starts a new run that retries run `id` (finished) from the same
+    /// pipeline version, params and event, reusing the steps that
+    /// succeeded before `from` (default: before the ones that failed) and
+    /// the files they left in the work folder.
+    pub async fn retry(
+        self: &Arc<Self>,
+        id: &str,
+        from: Option<&str>,
+    ) -> Result<Run, TriggerError> {
+        let original = self.store.load_run(id).await?;
+        let hash = self.store.run_pipeline_hash(id).await?;
+        let source = self.store.pipeline_source(&hash).await?.unwrap_or_default();
+        let Some(pipeline) = weir_model::validate(&source).pipeline else {
+            return Err(TriggerError::Params(vec![format!(
+                "run {id}: its pipeline version {hash} no longer validates"
+            )]));
+        };
+        let new_id = uuid_v7();
+        let run = weir_engine::retry_run(&pipeline, &original, &new_id, from, now())
+            .map_err(|e| TriggerError::Params(vec![e]))?;
+        let work = |run: &str| self.options.data.join("runs").join(run).join("work");
+        copy_dir(&work(id), &work(&new_id)).map_err(|e| {
+            TriggerError::Params(vec![format!("cannot copy run {id}'s work folder: {e}")])
+        })?;
+        self.store.create_run(&run, &hash).await?;
+        tracing::info!(run = %new_id, retry_of = id, from, "retry created");
+        self.spawn(pipeline, new_id);
+        Ok(run)
     }
 
     /// Drives a queued run that was cancelled before it started: the engine
@@ -650,26 +736,21 @@ impl Daemon {
     /// Drives run `id` in a task; when it ends, the pipeline's next queued
     /// run starts.
     fn spawn(self: &Arc<Self>, pipeline: Pipeline, id: String) {
-        let (switch, cancelled) = oneshot::channel::<()>();
+        let (control, inbox) = mpsc::channel::<Control>(16);
         let name = pipeline.name.value.clone();
         self.lock_state()
             .running
             .entry(name.clone())
             .or_default()
-            .push((id.clone(), switch));
+            .push((id.clone(), control));
         let daemon = Arc::clone(self);
         tokio::spawn(async move {
-            let cancel = async move {
-                if cancelled.await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
-            match drive(
+            match drive_with(
                 &daemon.store,
                 &pipeline,
                 &id,
                 &daemon.options,
-                cancel,
+                inbox,
                 |_, _| {},
             )
             .await
@@ -697,6 +778,27 @@ impl Daemon {
     }
 }
 
+/// Copies the folder `from` to `to` (absent `from`: nothing to copy).
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 fn log_reload(report: &Reload) {
     for problem in &report.problems {
         tracing::warn!(problem = %problem, "pipeline file does not validate");
@@ -713,13 +815,7 @@ fn log_reload(report: &Reload) {
 }
 
 fn suggestion(name: &str, names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| (strsim::levenshtein(name, n), n))
-        .filter(|(d, _)| *d <= (name.len() / 3).max(1))
-        .min()
-        .map(|(_, n)| format!(" (did you mean '{n}'?)"))
-        .unwrap_or_default()
+    weir_model::did_you_mean(name, names.iter().map(String::as_str))
 }
 
 /// The run a decision names (`triggered RUN`, `coalesced into RUN`).

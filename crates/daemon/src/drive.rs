@@ -143,16 +143,60 @@ pub fn now() -> Time {
         .unwrap_or(now)
 }
 
+/// What may be asked of a run while it is driven.
+#[derive(Debug)]
+pub enum Control {
+    /// Cancel it, with this reason on everything it stops.
+    Cancel(String),
+    /// Decide the approval step instance `step`; the answer comes once the
+    /// decision is committed, or says why it was refused.
+    Decide {
+        /// The instance id.
+        step: String,
+        /// Approved or rejected.
+        approved: bool,
+        /// Who decided.
+        by: String,
+        /// Their comment.
+        comment: Option<String>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
 /// Drives run `run_id` of `pipeline` until it ends or `cancel` fires (then
-/// it is cancelled and driven to its end). Attempts a previous process
-/// left unfinished are recorded as lost first (their leftover processes
-/// killed) and started again. `on_change` sees every step state change.
+/// it is cancelled, "cancelled by Ctrl-C", and driven to its end). See
+/// [`drive_with`].
 pub async fn drive(
     store: &Store,
     pipeline: &Pipeline,
     run_id: &str,
     options: &Options,
     cancel: impl std::future::Future<Output = ()>,
+    on_change: impl FnMut(&Run, &Change),
+) -> Result<Run, DriveError> {
+    let (control, inbox) = mpsc::channel(1);
+    let driving = drive_with(store, pipeline, run_id, options, inbox, on_change);
+    tokio::pin!(driving, cancel);
+    tokio::select! {
+        result = &mut driving => return result,
+        () = &mut cancel => {
+            let _ = control.send(Control::Cancel("cancelled by Ctrl-C".to_owned())).await;
+        }
+    }
+    driving.await
+}
+
+/// Drives run `run_id` of `pipeline` until it ends, taking [`Control`]s
+/// from `control` on the way. Attempts a previous process left unfinished
+/// are recorded as lost first (their leftover processes killed) and
+/// started again. `on_change` sees every step state change.
+pub async fn drive_with(
+    store: &Store,
+    pipeline: &Pipeline,
+    run_id: &str,
+    options: &Options,
+    mut control: mpsc::Receiver<Control>,
     mut on_change: impl FnMut(&Run, &Change),
 ) -> Result<Run, DriveError> {
     let mut run = store.load_run(run_id).await?;
@@ -179,88 +223,120 @@ pub async fn drive(
     }
     // Seen before each decision, so a slot freed after it wakes this run.
     let mut freed = options.load.freed.subscribe();
-    tokio::pin!(cancel);
-    let mut cancelled = false;
-    loop {
-        while let Some(event) = queue.pop_front() {
-            let before = run.clone();
-            freed.borrow_and_update();
-            let capacity = options.load.capacity(options, &run.id);
-            let actions = advance(&mut run, pipeline, event, now(), capacity)?;
-            store.save_run(&before, &run).await?;
-            for (index, (old, new)) in before.steps.iter().zip(&run.steps).enumerate() {
-                if old.state != new.state {
-                    on_change(
-                        &run,
-                        &Change {
-                            step: index,
-                            from: old.state,
-                            to: new.state,
-                        },
-                    );
-                }
-            }
-            wake = None;
-            for action in actions {
-                match action {
-                    Action::Start { step, attempt } => {
-                        let stop = start(
-                            store,
-                            pipeline,
+    let mut listening = true;
+    let mut replies: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+    // An error leaves attempts behind that this loop no longer follows:
+    // their share of the daemon-wide load is given back with it.
+    let result: Result<Run, DriveError> = async {
+        loop {
+            while let Some(event) = queue.pop_front() {
+                let before = run.clone();
+                freed.borrow_and_update();
+                let capacity = options.load.capacity(options, &run.id);
+                let actions = advance(&mut run, pipeline, event, now(), capacity)?;
+                store.save_run(&before, &run).await?;
+                for (index, (old, new)) in before.steps.iter().zip(&run.steps).enumerate() {
+                    if old.state != new.state {
+                        on_change(
                             &run,
+                            &Change {
+                                step: index,
+                                from: old.state,
+                                to: new.state,
+                            },
+                        );
+                    }
+                }
+                wake = None;
+                for action in actions {
+                    match action {
+                        Action::Start { step, attempt } => {
+                            let stop = start(
+                                store,
+                                pipeline,
+                                &run,
+                                step,
+                                attempt,
+                                options,
+                                reports.clone(),
+                                None,
+                            );
+                            stops.insert((step, attempt), stop);
+                            options.load.take(&run.id, &granted(&run, step, attempt));
+                        }
+                        Action::Stop {
                             step,
                             attempt,
-                            options,
-                            reports.clone(),
-                            None,
-                        );
-                        stops.insert((step, attempt), stop);
-                        options.load.take(&run.id, &granted(&run, step, attempt));
+                            reason,
+                        } => {
+                            if let Some(stop) = stops.get(&(step, attempt)) {
+                                let note = match reason {
+                                    StopReason::Timeout => timeout_note(pipeline, &run, step),
+                                    StopReason::Cancel => run
+                                        .stopping
+                                        .as_ref()
+                                        .map_or_else(|| "cancelled".to_owned(), |s| s.reason.clone()),
+                                };
+                                let _ = stop.send(Some(note));
+                            }
+                        }
+                        Action::WakeAt(at) => wake = Some(at),
                     }
-                    Action::Stop {
-                        step,
-                        attempt,
-                        reason,
-                    } => {
-                        if let Some(stop) = stops.get(&(step, attempt)) {
-                            let note = match reason {
-                                StopReason::Timeout => timeout_note(pipeline, &run, step),
-                                StopReason::Cancel => run
-                                    .stopping
-                                    .as_ref()
-                                    .map_or_else(|| "cancelled".to_owned(), |s| s.reason.clone()),
-                            };
-                            let _ = stop.send(Some(note));
+                }
+            }
+            // Decisions asked for are committed now.
+            for reply in replies.drain(..) {
+                let _ = reply.send(Ok(()));
+            }
+            if run.state.is_terminal() && stops.is_empty() {
+                return Ok(run.clone());
+            }
+            let sleep = wake.map(|at| (at - now()).to_std().unwrap_or(Duration::ZERO));
+            tokio::select! {
+                report = inbox.recv() => match report {
+                    Some(Report::Started(step, attempt)) => queue.push_back(Event::Started { step, attempt }),
+                    Some(Report::Exited(step, attempt, outcome)) => {
+                        stops.remove(&(step, attempt));
+                        options.load.release(&run.id, &granted(&run, step, attempt));
+                        queue.push_back(Event::Exited { step, attempt, outcome });
+                    }
+                    None => queue.push_back(Event::Tick),
+                },
+                () = async { tokio::time::sleep(sleep.unwrap_or(Duration::MAX)).await }, if sleep.is_some() => {
+                    queue.push_back(Event::Tick);
+                }
+                Ok(()) = freed.changed() => queue.push_back(Event::Tick),
+                asked = control.recv(), if listening => match asked {
+                    Some(Control::Cancel(reason)) => queue.push_back(Event::Cancel { reason }),
+                    Some(Control::Decide { step, approved, by, comment, reply }) => {
+                        match run.steps.iter().position(|s| s.id == step) {
+                            Some(index) if run.steps[index].state == StepState::Waiting => {
+                                queue.push_back(Event::Decide { step: index, approved, by, comment });
+                                replies.push(reply);
+                            }
+                            Some(index) => {
+                                let state = run.steps[index].state;
+                                let _ = reply.send(Err(format!("step '{step}' is not waiting for approval (it is {state})")));
+                            }
+                            None => {
+                                let _ = reply.send(Err(format!("run {} has no step '{step}'", run.id)));
+                            }
                         }
                     }
-                    Action::WakeAt(at) => wake = Some(at),
-                }
-            }
-        }
-        if run.state.is_terminal() && stops.is_empty() {
-            return Ok(run);
-        }
-        let sleep = wake.map(|at| (at - now()).to_std().unwrap_or(Duration::ZERO));
-        tokio::select! {
-            report = inbox.recv() => match report {
-                Some(Report::Started(step, attempt)) => queue.push_back(Event::Started { step, attempt }),
-                Some(Report::Exited(step, attempt, outcome)) => {
-                    stops.remove(&(step, attempt));
-                    options.load.release(&run.id, &granted(&run, step, attempt));
-                    queue.push_back(Event::Exited { step, attempt, outcome });
-                }
-                None => queue.push_back(Event::Tick),
-            },
-            () = async { tokio::time::sleep(sleep.unwrap_or(Duration::MAX)).await }, if sleep.is_some() => {
-                queue.push_back(Event::Tick);
-            }
-            Ok(()) = freed.changed() => queue.push_back(Event::Tick),
-            () = &mut cancel, if !cancelled => {
-                cancelled = true;
-                queue.push_back(Event::Cancel { reason: "cancelled by Ctrl-C".to_owned() });
+                    None => listening = false,
+                },
             }
         }
     }
+    .await;
+    if result.is_err() {
+        for (step, attempt) in stops.keys() {
+            options
+                .load
+                .release(&run.id, &granted(&run, *step, *attempt));
+        }
+    }
+    result
 }
 
 /// The GPUs granted to an attempt.

@@ -9,5 +9,7 @@
 mod daemon;
 mod drive;
 
-pub use daemon::{CATCHUP_CAP, Daemon, Loaded, Reload, Scan, TriggerError, load_pipelines};
-pub use drive::{Change, DriveError, Load, Options, drive, now};
+pub use daemon::{
+    CATCHUP_CAP, Daemon, DecideError, Loaded, Reload, Scan, TriggerError, load_pipelines,
+};
+pub use drive::{Change, Control, DriveError, Load, Options, drive, drive_with, now};

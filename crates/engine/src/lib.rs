@@ -12,11 +12,13 @@ mod advance;
 mod context;
 pub mod drift;
 mod prepare;
+mod retry;
 mod run;
 pub mod schedule;
 
 pub use advance::{Action, Admission, Capacity, Error, Event, Outcome, StopReason, admit, advance};
 pub use prepare::{Prepared, Program, prepare};
+pub use retry::retry_run;
 pub use run::{
     Attempt, AttemptState, Evidence, Read, Run, RunState, StepRun, StepState, Stopping, Time,
     new_run,

@@ -162,6 +162,9 @@ pub struct Run {
     pub stopping: Option<Stopping>,
     /// One entry per step instance, in pipeline order.
     pub steps: Vec<StepRun>,
+    /// The run this one retries, when it is a retry.
+    #[serde(default)]
+    pub retry_of: Option<String>,
 }
 
 /// Why a run is being stopped.
@@ -302,6 +305,7 @@ pub fn new_run(
         deadline: None,
         stopping: None,
         steps,
+        retry_of: None,
     })
 }
 

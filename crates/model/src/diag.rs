@@ -233,10 +233,7 @@ pub(crate) fn suggest<'a>(
 }
 
 /// ` (did you mean 'x'?)` when a suggestion exists, else nothing.
-pub(crate) fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> String {
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     match suggest(name, candidates) {
         Some(s) => format!(" (did you mean '{s}'?)"),
         None => String::new(),

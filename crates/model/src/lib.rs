@@ -18,7 +18,7 @@ pub mod units;
 mod yaml;
 
 pub use dag::Dag;
-pub use diag::{Code, Diagnostic, Pos, Severity};
+pub use diag::{Code, Diagnostic, Pos, Severity, did_you_mean};
 pub use pipeline::Pipeline;
 pub use plan::{Plan, plan};
 

@@ -5,7 +5,8 @@
 
 mod error;
 mod hooks;
+mod openapi;
 mod routes;
 
 pub use error::ApiError;
-pub use routes::{State, router};
+pub use routes::{Actor, State, router};

@@ -1,4 +1,5 @@
-//! The routes: health, pipelines, runs (create, list, get, cancel).
+//! The routes: health, pipelines, runs (create, list, get, cancel,
+//! retry), approvals, logs, events.
 
 use crate::error::ApiError;
 use axum::extract::{Path, Query, Request, State as Extract};
@@ -14,14 +15,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use weir_daemon::{Daemon, TriggerError};
 
-/// What the routes need: the daemon and the token clients must present.
+/// What the routes need: the daemon and the tokens clients may present.
 #[derive(Clone)]
 pub struct State {
     /// The daemon.
     pub daemon: Arc<Daemon>,
-    /// The bearer token.
-    pub token: Arc<str>,
+    /// The bearer tokens, each with the name that approvals, cancellations
+    /// and the audit log record as the actor.
+    pub tokens: Arc<[(String, String)]>,
 }
+
+/// Who sent a request: the name of the token it carried.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
 
 /// The API: `/healthz` open, everything under `/api/v1` behind the token.
 pub fn router(state: State) -> Router {
@@ -31,9 +37,12 @@ pub fn router(state: State) -> Router {
         .route("/runs", post(create_run).get(list_runs))
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/runs/{id}/retry", post(retry_run))
+        .route("/runs/{id}/steps/{step}/approval", post(decide))
         .route("/runs/{id}/steps/{step}/logs", get(step_log))
         .route("/events", get(events))
         .route("/events/drift", post(drift))
+        .route("/openapi.json", get(crate::openapi::openapi))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     // Webhooks carry their own proof (an HMAC signature), not the token.
@@ -58,7 +67,7 @@ async fn unknown_route() -> ApiError {
 /// digests so the time taken says nothing about the token.
 async fn authorize(
     Extract(state): Extract<State>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let given = request
@@ -67,13 +76,19 @@ async fn authorize(
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if Sha256::digest(given.as_bytes()) != Sha256::digest(state.token.as_bytes()) {
+    let given = Sha256::digest(given.as_bytes());
+    let actor = state
+        .tokens
+        .iter()
+        .find(|(_, token)| Sha256::digest(token.as_bytes()) == given);
+    let Some((name, _)) = actor else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong bearer token: send 'Authorization: Bearer TOKEN' (the token is in WEIR_TOKEN or the daemon's data folder)",
         ));
-    }
+    };
+    request.extensions_mut().insert(Actor(name.clone()));
     Ok(next.run(request).await)
 }
 
@@ -160,6 +175,7 @@ async fn get_run(
 
 async fn cancel_run(
     Extract(state): Extract<State>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let run = state.daemon.store().load_run(&id).await?;
@@ -170,7 +186,7 @@ async fn cancel_run(
             format!("run {id} already {}", run.state),
         ));
     }
-    if !state.daemon.cancel(&id) {
+    if !state.daemon.cancel(&id, &format!("cancelled by {actor}")) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not-driven",
@@ -181,6 +197,71 @@ async fn cancel_run(
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "cancelling": true })),
     ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Retry {
+    from: Option<String>,
+}
+
+/// A new run retrying run `id`, reusing the steps that succeeded before
+/// `from` (default: before the failed ones).
+async fn retry_run(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    body: Option<Json<Retry>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let retry = body.map(|Json(r)| r).unwrap_or_default();
+    match state.daemon.retry(&id, retry.from.as_deref()).await {
+        Ok(run) => Ok((StatusCode::CREATED, Json(json!(run)))),
+        Err(TriggerError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cannot-retry",
+            e.to_string(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    approved: bool,
+    comment: Option<String>,
+}
+
+/// Decides an approval step: `{"approved": true|false, "comment": …}`,
+/// recorded with the token's name.
+async fn decide(
+    Extract(state): Extract<State>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    Path((id, step)): Path<(String, String)>,
+    body: Result<Json<Decision>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(decision) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "{}: send {{\"approved\": true|false, \"comment\": TEXT}}",
+                e.body_text()
+            ),
+        )
+    })?;
+    match state
+        .daemon
+        .decide(&id, &step, decision.approved, &actor, decision.comment)
+        .await
+    {
+        Ok(run) => Ok(Json(json!(run))),
+        Err(weir_daemon::DecideError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cannot-decide",
+            e.to_string(),
+        )),
+    }
 }
 
 #[derive(Deserialize)]

@@ -56,6 +56,7 @@ struct RunRow {
     finished_at: Option<DateTime<Utc>>,
     deadline: Option<DateTime<Utc>>,
     stopping: Option<String>,
+    retry_of: Option<String>,
 }
 
 /// A `steps` row.
@@ -121,6 +122,7 @@ fn run_row(run: &Run) -> RunRow {
         finished_at: run.finished_at,
         deadline: run.deadline,
         stopping: run.stopping.as_ref().map(json),
+        retry_of: run.retry_of.clone(),
     }
 }
 
@@ -159,8 +161,8 @@ fn attempt_row(step_idx: usize, attempt: &Attempt) -> AttemptRow {
     }
 }
 
-const UPSERT_RUN: &str = "INSERT INTO runs (id, pipeline, pipeline_hash, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+const UPSERT_RUN: &str = "INSERT INTO runs (id, pipeline, pipeline_hash, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
      ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, started_at = excluded.started_at, \
      finished_at = excluded.finished_at, deadline = excluded.deadline, stopping = excluded.stopping, models = excluded.models";
 
@@ -277,6 +279,7 @@ impl Store {
                     .bind(r.finished_at)
                     .bind(r.deadline)
                     .bind(&r.stopping)
+                    .bind(&r.retry_of)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -326,7 +329,7 @@ impl Store {
     pub async fn load_run(&self, id: &str) -> Result<Run, Error> {
         let (run, steps, attempts): (Option<RunRow>, Vec<StepRow>, Vec<AttemptRow>) = on_db!(&self.db, pool => {
             let run = sqlx::query_as(
-                "SELECT id, pipeline, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping FROM runs WHERE id = $1",
+                "SELECT id, pipeline, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of FROM runs WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(pool)
@@ -407,6 +410,7 @@ impl Store {
                 .map(|s| parse_json(s, "run stop"))
                 .transpose()?,
             steps: instances,
+            retry_of: run.retry_of,
         })
     }
 

@@ -883,3 +883,177 @@ fn pipeline_files_are_reloaded_on_change_and_a_broken_edit_keeps_the_last_good_v
     std::fs::remove_file(&extra).expect("rm");
     settle(&daemon, &["quick:6"]);
 }
+
+#[test]
+fn approvals_are_decided_by_the_token_holder_and_refused_when_nothing_waits() {
+    let dir = setup(QUICK);
+    std::fs::write(
+        dir.path().join("pipelines/gated.yaml"),
+        "name: gated\ndefaults: { executor: process }\nsteps:\n  build: { run: echo built }\n  approve: { needs: [build], approval: {} }\n  ship: { needs: [approve], run: echo shipped }\n",
+    )
+    .expect("write");
+    let daemon = serve(dir.path());
+    let waiting = |run: &serde_json::Value| run["steps"][1]["state"] == "waiting";
+
+    let id = trigger(dir.path(), &daemon, &["gated"]);
+    wait_for(dir.path(), &daemon, &id, waiting);
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["approve", &id, "approve", "--comment", "metrics look right"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("{id} approve: approved by admin: metrics look right\n")
+    );
+    let run = wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    assert_eq!(run["steps"][2]["state"], "succeeded");
+
+    // Deciding again is refused, saying why.
+    let out = client(dir.path(), &daemon, &["approve", &id, "approve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("only a running run's approvals can be decided"),
+        "{}",
+        stderr(&out)
+    );
+
+    let id = trigger(dir.path(), &daemon, &["gated"]);
+    wait_for(dir.path(), &daemon, &id, waiting);
+    let out = client(dir.path(), &daemon, &["approve", &id, "build"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("step 'build' is not waiting for approval (it is succeeded)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = client(
+        dir.path(),
+        &daemon,
+        &[
+            "approve",
+            &id,
+            "approve",
+            "--reject",
+            "--comment",
+            "not now",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = wait_for(dir.path(), &daemon, &id, |run| run["state"] == "failed");
+    assert_eq!(run["steps"][1]["state"], "failed");
+    assert!(
+        run["steps"][1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("rejected by admin")),
+        "{run}"
+    );
+    assert_eq!(run["steps"][2]["state"], "skipped");
+
+    // Approving over the API directly: a malformed body is refused whole.
+    let (status, answer) = post_json(
+        dir.path(),
+        &daemon,
+        &format!("/api/v1/runs/{id}/steps/approve/approval"),
+        serde_json::json!({ "approve": true }),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("send {\"approved\"")),
+        "{answer}"
+    );
+}
+
+#[test]
+fn the_openapi_document_is_served_behind_the_token() {
+    let dir = setup(QUICK);
+    let daemon = serve(dir.path());
+    let url = format!("{}/api/v1/openapi.json", daemon.addr);
+    let open: serde_json::Value = serde_json::from_str(&get_text(&url)).expect("JSON");
+    assert_eq!(open["error"]["code"], "unauthorized");
+    let token = std::fs::read_to_string(dir.path().join(".weir/token")).expect("token");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let doc: serde_json::Value = runtime.block_on(async {
+        reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON")
+    });
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/api/v1/runs/{id}/retry"]["post"].is_object());
+}
+
+#[test]
+fn a_retry_reuses_the_steps_that_succeeded_and_their_files() {
+    let dir = setup(QUICK);
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).expect("mkdir");
+    let marks = marks.display();
+    std::fs::write(
+        dir.path().join("pipelines/flaky.yaml"),
+        format!("name: flaky\ndefaults: {{ executor: process }}\nsteps:\n  make:\n    run: echo made > made.txt && echo start >> {marks}/starts\n  use:\n    needs: [make]\n    run: cat made.txt && test -f {marks}/fixed\n"),
+    )
+    .expect("write");
+    let daemon = serve(dir.path());
+    let first = trigger(dir.path(), &daemon, &["flaky"]);
+    wait_for(dir.path(), &daemon, &first, |run| run["state"] == "failed");
+
+    std::fs::write(dir.path().join("marks/fixed"), "").expect("write");
+    let out = client(dir.path(), &daemon, &["retry", &first, "--wait"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let runs: serde_json::Value =
+        serde_json::from_slice(&client(dir.path(), &daemon, &["runs", "--output", "json"]).stdout)
+            .expect("JSON");
+    let second = runs[0]["id"].as_str().expect("id").to_owned();
+    let run = wait_for(dir.path(), &daemon, &second, |run| {
+        run["state"] == "succeeded"
+    });
+    assert_eq!(run["trigger"], "retry");
+    assert_eq!(run["retry_of"], first.as_str());
+    assert_eq!(
+        run["steps"][0]["reason"],
+        format!("reused from run {first}").as_str()
+    );
+    assert_eq!(
+        stdout(&client(dir.path(), &daemon, &["logs", &second, "use"])),
+        "made\n"
+    );
+    let starts = || std::fs::read_to_string(dir.path().join("marks/starts")).expect("starts");
+    assert_eq!(starts(), "start\n", "make was reused, not run again");
+
+    // --from runs the named step and what needs it again.
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["retry", &second, "--from", "make", "--wait"],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(starts(), "start\nstart\n");
+
+    // A succeeded run without --from, or an unknown step, is refused.
+    let out = client(dir.path(), &daemon, &["retry", &second]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("succeeded: name the step to run again from with --from"),
+        "{}",
+        stderr(&out)
+    );
+    let out = client(dir.path(), &daemon, &["retry", &second, "--from", "mak"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no step 'mak' (did you mean 'make'?)"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -739,3 +739,74 @@ fn gpus_held_by_other_runs_are_not_granted() {
     advance(&mut r, &p, Event::Tick, at(0), capacity).expect("fits");
     assert_eq!(granted(&r, "a"), ["1"]);
 }
+
+#[test]
+fn a_retry_reuses_what_succeeded_and_runs_the_failed_step_and_its_dependants_again() {
+    let p = pipeline(
+        "name: re\nparams: { who: { default: x } }\ndefaults: { executor: process }\nsteps:\n  a: { run: a }\n  side: { run: s }\n  b: { needs: [a], run: b }\n  c: { needs: [b], run: c }\n",
+    );
+    let mut r = run_with(&p, &[("who", "y")], json!({}));
+    step(&mut r, &p, Event::Tick, t0());
+    let ok = Outcome {
+        outputs: json!({"path": "/data/a"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        ..exit(0)
+    };
+    finish(&mut r, &p, "a", 1, ok, at(1));
+    finish(&mut r, &p, "side", 1, exit(0), at(1));
+    finish(&mut r, &p, "b", 1, exit(3), at(2));
+    assert_eq!(r.state, RunState::Failed);
+
+    let mut again = weir_engine::retry_run(&p, &r, "r2", None, at(10)).expect("retry");
+    assert_eq!(again.retry_of.as_deref(), Some("r1"));
+    assert_eq!(again.trigger, "retry");
+    assert_eq!(again.params, r.params, "same params");
+    assert_eq!(again.steps[idx(&again, "a")].state, StepState::Succeeded);
+    assert_eq!(
+        again.steps[idx(&again, "a")].attempts,
+        r.steps[idx(&r, "a")].attempts
+    );
+    assert_eq!(
+        again.steps[idx(&again, "a")].reason.as_deref(),
+        Some("reused from run r1")
+    );
+    assert_eq!(again.steps[idx(&again, "b")].state, StepState::Pending);
+    assert_eq!(again.steps[idx(&again, "c")].state, StepState::Pending);
+    // Only the failed step starts; it reads the reused step's outputs.
+    let actions = step(&mut again, &p, Event::Tick, at(10));
+    assert_eq!(starts(&again, &actions), [("b".to_owned(), 1)]);
+    finish(&mut again, &p, "b", 1, exit(0), at(11));
+    finish(&mut again, &p, "c", 1, exit(0), at(12));
+    assert_eq!(again.state, RunState::Succeeded);
+
+    // --from a: a and what needs it run again; `side` is reused.
+    let from = weir_engine::retry_run(&p, &again, "r3", Some("a"), at(20)).expect("retry");
+    let states: Vec<(&str, StepState)> = from
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a", StepState::Pending),
+            ("side", StepState::Succeeded),
+            ("b", StepState::Pending),
+            ("c", StepState::Pending)
+        ]
+    );
+
+    // What cannot be retried says why.
+    let e = weir_engine::retry_run(&p, &again, "r4", None, at(20)).expect_err("succeeded");
+    assert!(e.contains("succeeded: name the step"), "{e}");
+    let e = weir_engine::retry_run(&p, &again, "r4", Some("sde"), at(20)).expect_err("unknown");
+    assert_eq!(
+        e,
+        "pipeline 're' has no step 'sde' (did you mean 'side'?); its steps: a, side, b, c"
+    );
+    let running = run(&p);
+    let e = weir_engine::retry_run(&p, &running, "r4", None, at(20)).expect_err("running");
+    assert!(e.contains("is still queued"), "{e}");
+}

@@ -1,0 +1,2 @@
+-- A retried run names the run it retries.
+ALTER TABLE runs ADD COLUMN retry_of TEXT;
