@@ -533,15 +533,38 @@ impl Daemon {
     /// Fires the pipelines' schedules: every second, each schedule's due
     /// slots (`weir_engine::schedule::due`) are claimed in the store — a
     /// slot fires once, whatever restarts happen — and started as runs.
+    /// With several nodes on one PostgreSQL, only the node holding the
+    /// scheduler's advisory lock fires.
     fn spawn_scheduler(self: &Arc<Self>) {
         let daemon = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut leading: Option<weir_store::Leadership> = None;
             loop {
                 tick.tick().await;
                 let Some(daemon) = daemon.upgrade() else {
                     return;
                 };
+                // One node fires schedules; the others wait to take over.
+                let held = match &mut leading {
+                    Some(lead) => lead.holds().await,
+                    None => false,
+                };
+                if !held {
+                    leading = match daemon.store.lead().await {
+                        Ok(lead) => lead,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot ask to lead the schedules");
+                            None
+                        }
+                    };
+                    if leading.is_some() {
+                        tracing::info!("this node fires the schedules");
+                    }
+                }
+                if leading.is_none() {
+                    continue;
+                }
                 if let Err(e) = daemon.fire_schedules(now()).await {
                     tracing::error!(error = %e, "schedules could not be fired");
                 }

@@ -39,6 +39,12 @@ async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
 
 /// A new, empty database on the server of `admin`.
 async fn fresh_postgres(admin: &str) -> Store {
+    let url = fresh_postgres_url(admin).await;
+    Store::connect(&url).await.expect("PostgreSQL store")
+}
+
+/// The URL of a new, empty database on the server of `admin`.
+async fn fresh_postgres_url(admin: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let name = format!(
         "weir_test_{}_{}_{}",
@@ -55,7 +61,44 @@ async fn fresh_postgres(admin: &str) -> Store {
         .expect("create test database");
     pool.close().await;
     let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
-    Store::connect(&format!("{base}/{name}"))
-        .await
-        .expect("PostgreSQL store")
+    format!("{base}/{name}")
+}
+
+#[tokio::test]
+async fn one_node_leads_the_schedules_and_another_takes_over_when_it_goes() {
+    for (name, store, _dir) in stores().await {
+        let mut lead = store
+            .lead()
+            .await
+            .expect("lead")
+            .expect("a lone node leads");
+        assert!(lead.holds().await, "{name}");
+    }
+    let Ok(admin) = std::env::var("WEIR_TEST_PG_URL") else {
+        return;
+    };
+    let url = fresh_postgres_url(&admin).await;
+    let first = Store::connect(&url).await.expect("node 1");
+    let second = Store::connect(&url).await.expect("node 2");
+    let mut lead = first.lead().await.expect("lead").expect("node 1 leads");
+    assert!(second.lead().await.expect("lead").is_none(), "node 2 waits");
+    assert!(lead.holds().await);
+    assert!(second.lead().await.expect("lead").is_none(), "still waits");
+    drop(lead); // node 1 goes: its connection, and the lock, with it
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut taken = loop {
+        if let Some(lead) = second.lead().await.expect("lead") {
+            break lead;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 2 never took over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(taken.holds().await);
+    assert!(
+        first.lead().await.expect("lead").is_none(),
+        "node 1 now waits"
+    );
 }
