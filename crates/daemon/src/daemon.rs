@@ -40,6 +40,16 @@ pub enum TriggerError {
     Store(#[from] weir_store::Error),
 }
 
+/// What became of a webhook delivery.
+#[derive(Debug)]
+pub enum Delivered {
+    /// It started this run.
+    Started(Box<Run>),
+    /// Its id was delivered before, which started this run (`None` while
+    /// that delivery is still being handled).
+    Replay(Option<String>),
+}
+
 /// Why an approval could not be decided.
 #[derive(Debug, Error)]
 pub enum DecideError {
@@ -219,7 +229,7 @@ impl Daemon {
                 continue;
             };
             if let Some(pipeline) = weir_model::validate(&source).pipeline {
-                daemon.spawn(pipeline, run.id);
+                daemon.spawn(pipeline, run.id, None);
             }
         }
         Ok((daemon, problems))
@@ -352,6 +362,40 @@ impl Daemon {
         trigger: &str,
         event: serde_json::Value,
     ) -> Result<Run, TriggerError> {
+        let started = self.begin(name, params, trigger, event, None).await?;
+        Ok(started.unwrap_or_else(|_| unreachable!("no delivery id to collide")))
+    }
+
+    /// Starts a run for webhook delivery `delivery` of `name`, storing the
+    /// delivery as an event in the same transaction as the run. A delivery
+    /// id seen before starts nothing: the answer is the run it created.
+    pub async fn deliver(
+        self: &Arc<Self>,
+        name: &str,
+        delivery: Option<&str>,
+        payload: serde_json::Value,
+    ) -> Result<Delivered, TriggerError> {
+        Ok(
+            match self
+                .begin(name, &[], "webhook", payload, Some(delivery))
+                .await?
+            {
+                Ok(run) => Delivered::Started(Box::new(run)),
+                Err(existing) => Delivered::Replay(existing),
+            },
+        )
+    }
+
+    /// Creates and starts a run; with `delivery`, stores the webhook event
+    /// with it, or answers the run of an earlier delivery with the same id.
+    async fn begin(
+        self: &Arc<Self>,
+        name: &str,
+        params: &[(String, String)],
+        trigger: &str,
+        event: serde_json::Value,
+        delivery: Option<Option<&str>>,
+    ) -> Result<Result<Run, Option<String>>, TriggerError> {
         let loaded = self.lock_pipelines().get(name).cloned();
         let Some(loaded) = loaded else {
             let names: Vec<String> = self.lock_pipelines().keys().cloned().collect();
@@ -386,10 +430,30 @@ impl Daemon {
             ));
             run.finished_at = Some(now());
         }
-        self.store.create_run(&run, &loaded.hash).await?;
+        match delivery {
+            None => self.store.create_run(&run, &loaded.hash).await?,
+            Some(delivery) => {
+                let decision = format!("triggered {id}");
+                let record = weir_store::NewEvent {
+                    kind: "webhook",
+                    pipeline: name,
+                    delivery,
+                    payload: &run.event,
+                    decision: &decision,
+                    at: run.created_at,
+                };
+                if let Err(existing) = self
+                    .store
+                    .create_run_with_event(&run, &loaded.hash, &record)
+                    .await?
+                {
+                    return Ok(Err(existing));
+                }
+            }
+        }
         tracing::info!(run = %id, pipeline = name, trigger, admission = ?admission, "run created");
         match admission {
-            Admission::Start => self.spawn(loaded.pipeline, id),
+            Admission::Start => self.spawn(loaded.pipeline, id, Some(run.clone())),
             Admission::Queue => self
                 .lock_state()
                 .queued
@@ -403,10 +467,10 @@ impl Daemon {
                         format!("cancelled: run {id} replaced it (on_conflict: cancel-running)");
                     self.cancel(&other, &reason);
                 }
-                self.spawn(loaded.pipeline, id);
+                self.spawn(loaded.pipeline, id, Some(run.clone()));
             }
         }
-        Ok(run)
+        Ok(Ok(run))
     }
 
     /// Asks a run this daemon drives to cancel, with `reason` on what it
@@ -500,7 +564,7 @@ impl Daemon {
         })?;
         self.store.create_run(&run, &hash).await?;
         tracing::info!(run = %new_id, retry_of = id, from, "retry created");
-        self.spawn(pipeline, new_id);
+        self.spawn(pipeline, new_id, Some(run.clone()));
         Ok(run)
     }
 
@@ -756,9 +820,10 @@ impl Daemon {
         Ok(decision)
     }
 
-    /// Drives run `id` in a task; when it ends, the pipeline's next queued
+    /// Drives run `id` in a task (`known`: the run as just committed, which
+    /// spares reading it back); when it ends, the pipeline's next queued
     /// run starts.
-    fn spawn(self: &Arc<Self>, pipeline: Pipeline, id: String) {
+    fn spawn(self: &Arc<Self>, pipeline: Pipeline, id: String, known: Option<Run>) {
         let (control, inbox) = mpsc::channel::<Control>(16);
         let name = pipeline.name.value.clone();
         self.lock_state()
@@ -773,6 +838,7 @@ impl Daemon {
                 &pipeline,
                 &id,
                 &daemon.options,
+                known,
                 inbox,
                 |_, _| {},
             )
@@ -795,7 +861,7 @@ impl Daemon {
                 state.queued.get_mut(&name).and_then(VecDeque::pop_front)
             };
             if let Some(next) = next {
-                daemon.spawn(pipeline, next);
+                daemon.spawn(pipeline, next, None);
             }
         });
     }

@@ -176,7 +176,7 @@ pub async fn drive(
     on_change: impl FnMut(&Run, &Change),
 ) -> Result<Run, DriveError> {
     let (control, inbox) = mpsc::channel(1);
-    let driving = drive_with(store, pipeline, run_id, options, inbox, on_change);
+    let driving = drive_with(store, pipeline, run_id, options, None, inbox, on_change);
     tokio::pin!(driving, cancel);
     tokio::select! {
         result = &mut driving => return result,
@@ -188,7 +188,8 @@ pub async fn drive(
 }
 
 /// Drives run `run_id` of `pipeline` until it ends, taking [`Control`]s
-/// from `control` on the way. Attempts a previous process left unfinished
+/// from `control` on the way; `known` is the run as last committed, when
+/// the caller has it. Attempts a previous process left unfinished
 /// are recorded as lost first (their leftover processes killed) and
 /// started again. `on_change` sees every step state change.
 pub async fn drive_with(
@@ -196,10 +197,14 @@ pub async fn drive_with(
     pipeline: &Pipeline,
     run_id: &str,
     options: &Options,
+    known: Option<Run>,
     mut control: mpsc::Receiver<Control>,
     mut on_change: impl FnMut(&Run, &Change),
 ) -> Result<Run, DriveError> {
-    let mut run = store.load_run(run_id).await?;
+    let mut run = match known {
+        Some(run) if run.id == run_id => run,
+        _ => store.load_run(run_id).await?,
+    };
     let (reports, mut inbox) = mpsc::channel::<Report>(256);
     let mut stops: HashMap<(usize, u32), watch::Sender<Option<String>>> = HashMap::new();
     let mut wake: Option<Time> = None;

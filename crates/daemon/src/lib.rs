@@ -10,6 +10,6 @@ mod daemon;
 mod drive;
 
 pub use daemon::{
-    CATCHUP_CAP, Daemon, DecideError, Loaded, Reload, Scan, TriggerError, load_pipelines,
+    CATCHUP_CAP, Daemon, DecideError, Delivered, Loaded, Reload, Scan, TriggerError, load_pipelines,
 };
 pub use drive::{Change, Control, DriveError, Load, Options, drive, drive_with, now};

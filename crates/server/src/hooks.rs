@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use weir_daemon::{Delivered, TriggerError};
 
 /// Largest webhook body accepted.
 pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
@@ -94,39 +95,31 @@ pub(crate) async fn hook(
         .or_else(|| headers.get("x-github-delivery"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let event_id = match &delivery {
-        Some(delivery) => match store.claim_delivery(&name, delivery, &payload, now).await? {
-            Ok(id) => id,
-            Err(run) => {
-                return Ok((
-                    StatusCode::OK,
-                    Json(json!({ "run": run, "delivery": delivery, "replay": true })),
-                ));
-            }
-        },
-        None => {
-            store
-                .record_event("webhook", Some(&name), None, &payload, "received", now)
-                .await?
-        }
-    };
     match state
         .daemon
-        .trigger_with(&name, &[], "webhook", payload)
+        .deliver(&name, delivery.as_deref(), payload.clone())
         .await
     {
-        Ok(run) => {
-            store
-                .decide_event(event_id, Some(&run.id), &format!("triggered {}", run.id))
-                .await?;
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({ "run": run.id, "delivery": delivery, "replay": false })),
-            ))
-        }
+        Ok(Delivered::Started(run)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "run": run.id, "delivery": delivery, "replay": false })),
+        )),
+        Ok(Delivered::Replay(run)) => Ok((
+            StatusCode::OK,
+            Json(json!({ "run": run, "delivery": delivery, "replay": true })),
+        )),
+        Err(TriggerError::Store(e)) => Err(e.into()),
         Err(e) => {
+            // Refused before anything was stored: keep the refusal.
             store
-                .decide_event(event_id, None, &format!("refused: {e}"))
+                .record_event(
+                    "webhook",
+                    Some(&name),
+                    None,
+                    &payload,
+                    &format!("refused: {e}"),
+                    now,
+                )
                 .await?;
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

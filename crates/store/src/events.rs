@@ -53,60 +53,6 @@ impl Store {
         Ok(id)
     }
 
-    /// Claims webhook delivery `delivery` of `pipeline` by recording its
-    /// event: `Ok(None)` for a first delivery (the new event's id), or the
-    /// run a previous delivery with this id created (`Some(run)`; the run
-    /// may be empty while that delivery is still being handled).
-    pub async fn claim_delivery(
-        &self,
-        pipeline: &str,
-        delivery: &str,
-        payload: &serde_json::Value,
-        now: DateTime<Utc>,
-    ) -> Result<Result<i64, Option<String>>, Error> {
-        let payload = payload.to_string();
-        let inserted: Option<(i64,)> = on_db!(&self.db, pool => {
-            sqlx::query_as(
-                "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at, delivery) VALUES ('webhook', $1, NULL, $2, 'received', $3, $4) ON CONFLICT (pipeline, delivery) DO NOTHING RETURNING id",
-            )
-            .bind(pipeline)
-            .bind(&payload)
-            .bind(now)
-            .bind(delivery)
-            .fetch_optional(pool)
-            .await?
-        });
-        if let Some((id,)) = inserted {
-            return Ok(Ok(id));
-        }
-        let existing: Option<(Option<String>,)> = on_db!(&self.db, pool => {
-            sqlx::query_as("SELECT run_id FROM events WHERE pipeline = $1 AND delivery = $2")
-                .bind(pipeline)
-                .bind(delivery)
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(Err(existing.and_then(|e| e.0)))
-    }
-
-    /// Records what weir decided for event `id`, and the run it created.
-    pub async fn decide_event(
-        &self,
-        id: i64,
-        run_id: Option<&str>,
-        decision: &str,
-    ) -> Result<(), Error> {
-        on_db!(&self.db, pool => {
-            sqlx::query("UPDATE events SET run_id = $1, decision = $2 WHERE id = $3")
-                .bind(run_id)
-                .bind(decision)
-                .bind(id)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
-    }
-
     /// The latest `limit` events, newest first.
     pub async fn events(&self, limit: i64) -> Result<Vec<EventRecord>, Error> {
         let rows = on_db!(&self.db, pool => {

@@ -15,7 +15,7 @@ mod schedules;
 
 pub use db::Db;
 pub use events::EventRecord;
-pub use runs::{Counts, RunSummary};
+pub use runs::{Counts, NewEvent, RunSummary};
 pub use schedules::Leadership;
 
 use thiserror::Error;

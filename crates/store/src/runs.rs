@@ -59,6 +59,23 @@ struct RunRow {
     retry_of: Option<String>,
 }
 
+/// An event stored with the run it creates ([`Store::create_run_with_event`]).
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// `webhook`, `drift`, …
+    pub kind: &'a str,
+    /// The pipeline it concerns.
+    pub pipeline: &'a str,
+    /// Its delivery id, unique per pipeline, when it has one.
+    pub delivery: Option<&'a str>,
+    /// The payload.
+    pub payload: &'a serde_json::Value,
+    /// What weir decided (`triggered RUN`).
+    pub decision: &'a str,
+    /// When it arrived.
+    pub at: DateTime<Utc>,
+}
+
 /// A `steps` row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 struct StepRow {
@@ -242,27 +259,70 @@ impl Store {
     /// Stores a new run of the pipeline version `pipeline_hash`, with all
     /// its step instances.
     pub async fn create_run(&self, run: &Run, pipeline_hash: &str) -> Result<(), Error> {
-        self.write(None, run, pipeline_hash).await
+        self.write(None, run, pipeline_hash, None).await.map(drop)
+    }
+
+    /// Stores a new run with the event that caused it, in one transaction
+    /// (a webhook delivery costs one commit). When the event's delivery id
+    /// was taken before, nothing is written and the answer is the run that
+    /// delivery created (`None` while it is still being handled).
+    pub async fn create_run_with_event(
+        &self,
+        run: &Run,
+        pipeline_hash: &str,
+        event: &NewEvent<'_>,
+    ) -> Result<Result<(), Option<String>>, Error> {
+        if self.write(None, run, pipeline_hash, Some(event)).await? {
+            return Ok(Ok(()));
+        }
+        let existing: Option<(Option<String>,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT run_id FROM events WHERE pipeline = $1 AND delivery = $2")
+                .bind(event.pipeline)
+                .bind(event.delivery)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(Err(existing.and_then(|e| e.0)))
     }
 
     /// Commits what changed from `before` to `after` (the same run), in one
     /// transaction: the engine's decisions are durable once this returns.
     pub async fn save_run(&self, before: &Run, after: &Run) -> Result<(), Error> {
-        self.write(Some(before), after, "").await
+        self.write(Some(before), after, "", None).await.map(drop)
     }
 
+    /// Writes the changes, and `event` first when given; false when the
+    /// event's delivery id was taken, and then nothing is written.
     async fn write(
         &self,
         before: Option<&Run>,
         after: &Run,
         pipeline_hash: &str,
-    ) -> Result<(), Error> {
+        event: Option<&NewEvent<'_>>,
+    ) -> Result<bool, Error> {
         let changes = changes(before, after);
         if changes.run.is_none() && changes.steps.is_empty() && changes.attempts.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         on_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
+            if let Some(event) = event {
+                let inserted: Option<(i64,)> = sqlx::query_as(
+                    "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at, delivery) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pipeline, delivery) DO NOTHING RETURNING id",
+                )
+                .bind(event.kind)
+                .bind(event.pipeline)
+                .bind(&after.id)
+                .bind(event.payload.to_string())
+                .bind(event.decision)
+                .bind(event.at)
+                .bind(event.delivery)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if inserted.is_none() {
+                    return Ok(false);
+                }
+            }
             if let Some(r) = &changes.run {
                 sqlx::query(UPSERT_RUN)
                     .bind(&r.id)
@@ -322,7 +382,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Loads a run with all its step instances and attempts.

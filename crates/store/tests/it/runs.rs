@@ -252,6 +252,62 @@ async fn events_are_kept_with_their_decision() {
 }
 
 #[tokio::test]
+async fn a_delivery_and_its_run_commit_together_and_a_replay_writes_nothing() {
+    for (db, store, _dir) in stores().await {
+        let p = pipeline();
+        let hash = store
+            .save_pipeline("stored", PIPELINE)
+            .await
+            .expect("saved");
+        let payload = json!({"after": "abc"});
+        let event = |delivery| weir_store::NewEvent {
+            kind: "webhook",
+            pipeline: "stored",
+            delivery,
+            payload: &payload,
+            decision: "triggered r1",
+            at: at(0),
+        };
+        let run =
+            |id| new_run(&p, id, "webhook", &[], payload.clone(), json!({}), at(0)).expect("run");
+        let first = store
+            .create_run_with_event(&run("r1"), &hash, &event(Some("d-1")))
+            .await
+            .expect("stored");
+        assert_eq!(first, Ok(()), "{db}");
+        let replay = store
+            .create_run_with_event(&run("r2"), &hash, &event(Some("d-1")))
+            .await
+            .expect("answered");
+        assert_eq!(
+            replay,
+            Err(Some("r1".to_owned())),
+            "{db}: the first delivery's run"
+        );
+        assert!(
+            matches!(store.load_run("r2").await, Err(Error::NoSuchRun(_))),
+            "{db}: the replay wrote no run"
+        );
+        // Without a delivery id every event is new.
+        for id in ["r3", "r4"] {
+            let stored = store
+                .create_run_with_event(&run(id), &hash, &event(None))
+                .await
+                .expect("stored");
+            assert_eq!(stored, Ok(()), "{db}");
+        }
+        let events = store.events(10).await.expect("lists");
+        assert_eq!(events.len(), 3, "{db}");
+        assert_eq!(events[2].run_id.as_deref(), Some("r1"), "{db}");
+        assert_eq!(
+            store.load_run("r1").await.expect("r1").event,
+            payload,
+            "{db}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn missing_runs_and_bad_urls_are_clear_errors() {
     for (db, store, _dir) in stores().await {
         let err = store.load_run("nope").await.expect_err("no such run");
