@@ -10,11 +10,13 @@
 mod db;
 mod events;
 mod logs;
+mod registry;
 mod runs;
 mod schedules;
 
 pub use db::Db;
 pub use events::EventRecord;
+pub use registry::{AliasMove, ModelSummary, ModelVersion, NewVersion};
 pub use runs::{Counts, NewEvent, RunSummary};
 pub use schedules::Leadership;
 
@@ -53,6 +55,9 @@ pub enum Error {
     /// No run with this id.
     #[error("no run '{0}' in this store")]
     NoSuchRun(String),
+    /// No such model, or no such version of it (`MODEL@VERSION`).
+    #[error("no model version '{0}' in the registry")]
+    NoSuchModel(String),
     /// A stored value that does not read back (a bug, or a hand-edited database).
     #[error("stored data does not read back: {0}")]
     Corrupt(String),

@@ -3,6 +3,7 @@
 //! that cannot be reached is a failure, not a skip).
 
 mod logs;
+mod registry;
 mod runs;
 
 use chrono::{DateTime, TimeZone, Utc};
