@@ -8,10 +8,10 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub(crate) struct ClientArgs {
     /// The daemon's address [default: http://LISTEN of weir.toml, else http://127.0.0.1:8765].
-    #[arg(long, env = "WEIR_ADDR")]
+    #[arg(long, env = "WEIR_ADDR", global = true)]
     pub(crate) addr: Option<String>,
     /// The daemon's data folder, where its token is, unless WEIR_TOKEN is set [default: .weir].
-    #[arg(long, env = "WEIR_DATA")]
+    #[arg(long, env = "WEIR_DATA", global = true)]
     pub(crate) data: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) config: crate::config::ConfigArgs,

@@ -47,7 +47,7 @@ impl fmt::Display for LogFormat {
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ConfigArgs {
     /// The settings file (default: ./weir.toml when it exists).
-    #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "WEIR_CONFIG", value_name = "FILE", global = true)]
     pub(crate) config: Option<PathBuf>,
 }
 

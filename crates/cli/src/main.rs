@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod files;
 mod local;
+mod models;
 mod output;
 mod plan;
 mod remote;
@@ -58,6 +59,8 @@ enum Command {
     Approve(remote::ApproveArgs),
     /// A run's step logs; --follow streams them while the steps run.
     Logs(remote::LogsArgs),
+    /// The model registry: list, show, promote, history.
+    Models(models::Args),
     /// Webhook deliveries and other events, with what weir decided for each.
     Events(remote::RunsArgs),
     /// One run per schedule slot in a range, each slot run at most once.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Retry(args) => remote::retry(&args),
         Command::Approve(args) => remote::approve(&args),
         Command::Logs(args) => remote::logs(&args),
+        Command::Models(args) => models::run(&args),
         Command::Events(args) => remote::events(&args),
         Command::Backfill(args) => remote::backfill(&args),
     };
@@ -91,5 +95,14 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_command_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

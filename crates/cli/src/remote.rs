@@ -432,7 +432,7 @@ pub(crate) fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Percent-encodes a step instance id for a URL path.
-fn encode(step: &str) -> String {
+pub(crate) fn encode(step: &str) -> String {
     step.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

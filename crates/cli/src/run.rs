@@ -43,7 +43,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "manual",
             &args.params,
             serde_json::Value::Null,
-            serde_json::json!({}),
+            store.registry_view().await?,
             now,
         ) {
             Ok(run) => run,

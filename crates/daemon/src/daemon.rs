@@ -21,6 +21,9 @@ pub struct Loaded {
     pub path: PathBuf,
     /// The SHA-256 of its text, as stored.
     pub hash: String,
+    /// Whether its text mentions `models` at all: a run of a pipeline that
+    /// cannot read the registry spares reading it at creation.
+    pub reads_models: bool,
 }
 
 /// Why a trigger was refused.
@@ -207,6 +210,7 @@ impl Daemon {
             pipelines.insert(
                 pipeline.name.value.clone(),
                 Loaded {
+                    reads_models: source.contains("models"),
                     pipeline,
                     path,
                     hash,
@@ -258,6 +262,7 @@ impl Daemon {
             next.insert(
                 name,
                 Loaded {
+                    reads_models: source.contains("models"),
                     pipeline,
                     path,
                     hash,
@@ -406,16 +411,13 @@ impl Daemon {
             return Err(TriggerError::ManualDisabled(name.to_owned()));
         }
         let id = uuid_v7();
-        let mut run = new_run(
-            &loaded.pipeline,
-            &id,
-            trigger,
-            params,
-            event,
-            serde_json::json!({}),
-            now(),
-        )
-        .map_err(TriggerError::Params)?;
+        let models = if loaded.reads_models {
+            self.store.registry_view().await?
+        } else {
+            serde_json::json!({})
+        };
+        let mut run = new_run(&loaded.pipeline, &id, trigger, params, event, models, now())
+            .map_err(TriggerError::Params)?;
         let active: Vec<String> = self
             .lock_state()
             .running
@@ -536,6 +538,23 @@ impl Daemon {
             .map_err(DecideError::Refused)?;
         tracing::info!(run = id, step, approved, by, "approval decided");
         Ok(self.store.load_run(id).await?)
+    }
+
+    /// Points `alias` of `model` at `version`, by `actor`; returns the
+    /// version it pointed at before.
+    pub async fn promote(
+        &self,
+        model: &str,
+        version: i64,
+        alias: &str,
+        actor: &str,
+    ) -> Result<Option<i64>, weir_store::Error> {
+        let before = self
+            .store
+            .promote(model, version, alias, actor, now())
+            .await?;
+        tracing::info!(model, version, alias, actor, "alias moved");
+        Ok(before)
     }
 
     /// Starts a new run that retries run `id` (finished) from the same

@@ -344,6 +344,146 @@ pub async fn drive_with(
     result
 }
 
+/// What a register step registers: its artifact (which must be a file
+/// inside the run's work folder) and the metrics of its `metrics_from` step.
+struct Registration {
+    model: String,
+    artifact: String,
+    path: PathBuf,
+    metrics: serde_json::Map<String, serde_json::Value>,
+    run_id: String,
+    step: String,
+    alias: Option<String>,
+}
+
+fn registration(
+    pipeline: &Pipeline,
+    run: &Run,
+    step: usize,
+    register: &weir_model::pipeline::Register,
+    options: &Options,
+) -> Result<Registration, String> {
+    let artifact = register.artifact.value.clone();
+    let relative = std::path::Path::new(&artifact);
+    let inside = relative.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if !inside {
+        return Err(format!(
+            "artifact '{artifact}' must be a path inside the run's work folder ($WEIR_WORK), without '..'"
+        ));
+    }
+    let mut metrics = serde_json::Map::new();
+    if let Some(from) = &register.metrics_from {
+        let index = pipeline.steps.iter().position(|s| s.id.value == from.value);
+        let instances: Vec<&weir_engine::StepRun> =
+            run.steps.iter().filter(|s| Some(s.step) == index).collect();
+        let latest = |s: &weir_engine::StepRun| {
+            s.attempts
+                .iter()
+                .rev()
+                .find(|a| a.state == weir_engine::AttemptState::Succeeded)
+                .map(|a| a.metrics.clone())
+                .unwrap_or_default()
+        };
+        match instances.as_slice() {
+            [one] => metrics = latest(one),
+            many => {
+                for instance in many {
+                    metrics.insert(
+                        instance.id.clone(),
+                        serde_json::Value::Object(latest(instance)),
+                    );
+                }
+            }
+        }
+    }
+    Ok(Registration {
+        model: register.model.value.clone(),
+        path: run_dir(options, run).join("work").join(relative),
+        artifact,
+        metrics,
+        run_id: run.id.clone(),
+        step: run.steps[step].id.clone(),
+        alias: register.alias.as_ref().map(|a| a.value.clone()),
+    })
+}
+
+/// Hashes the artifact and registers the version: outputs `model`,
+/// `version` and `sha256`; a missing artifact fails the step, naming it.
+async fn register_version(store: &Store, new: Registration) -> Outcome {
+    let path = new.path.clone();
+    let hashed = tokio::task::spawn_blocking(move || sha256_file(&path)).await;
+    let sha256 = match hashed {
+        Ok(Ok(sha256)) => sha256,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return failed(format!(
+                "artifact '{}' not found in the run's work folder: the steps before this one must write $WEIR_WORK/{}",
+                new.artifact, new.artifact
+            ));
+        }
+        Ok(Err(e)) => return failed(format!("cannot read artifact '{}': {e}", new.artifact)),
+        Err(e) => return failed(format!("cannot read artifact '{}': {e}", new.artifact)),
+    };
+    let version = weir_store::NewVersion {
+        model: &new.model,
+        artifact: &new.artifact,
+        sha256: &sha256,
+        metrics: &new.metrics,
+        run_id: &new.run_id,
+        step: &new.step,
+        alias: new.alias.as_deref(),
+        at: now(),
+    };
+    match store.register_model(&version).await {
+        Ok(registered) => {
+            tracing::info!(model = %new.model, version = registered.version, run = %new.run_id, "model registered");
+            let outputs = serde_json::json!({
+                "model": registered.model,
+                "version": registered.version,
+                "sha256": registered.sha256,
+            });
+            Outcome {
+                exit_code: Some(0),
+                outputs: outputs.as_object().cloned().unwrap_or_default(),
+                metrics: registered.metrics,
+                ..Outcome::default()
+            }
+        }
+        Err(e) => failed(format!("cannot register {}: {e}", new.model)),
+    }
+}
+
+fn failed(error: String) -> Outcome {
+    Outcome {
+        error: Some(error),
+        ..Outcome::default()
+    }
+}
+
+/// The SHA-256 of a file, hex, read in blocks.
+fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(std::io::Error::other("it is a folder, not a file"));
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// The GPUs granted to an attempt.
 fn granted(run: &Run, step: usize, attempt: u32) -> Vec<String> {
     run.steps[step]
@@ -446,6 +586,22 @@ fn start(
 ) -> watch::Sender<Option<String>> {
     let (stop, stopped) = watch::channel(None);
     let kind = &pipeline.steps[run.steps[step].step].kind;
+    if let StepKind::Register(register) = kind {
+        let new = registration(pipeline, run, step, register, options);
+        let store = store.clone();
+        tokio::spawn(async move {
+            let _ = reports.send(Report::Started(step, attempt)).await;
+            let outcome = match new {
+                Ok(new) => register_version(&store, new).await,
+                Err(error) => Outcome {
+                    error: Some(error),
+                    ..Outcome::default()
+                },
+            };
+            let _ = reports.send(Report::Exited(step, attempt, outcome)).await;
+        });
+        return stop;
+    }
     let launch: Result<Attempt, String> = match kind {
         StepKind::Container(_) => prepare(run, pipeline, step).and_then(|prepared| {
             if prepared.executor == Executor::Docker && options.docker.is_none() {
@@ -479,8 +635,9 @@ fn start(
                 grace: options.grace,
             })
         }),
-        StepKind::Register(_) => Err("the model registry is not available yet".to_owned()),
-        StepKind::Gate(_) | StepKind::Approval(_) => Err(format!("a {} step has no attempts", kind.name())),
+        StepKind::Gate(_) | StepKind::Approval(_) | StepKind::Register(_) => {
+            Err(format!("a {} step has no process", kind.name()))
+        }
     };
     let store = store.clone();
     let run_id = run.id.clone();

@@ -272,6 +272,18 @@ pub fn new_run(
         .into_iter()
         .map(|p| (p.name, p.value))
         .collect();
+    // Every model the pipeline registers is present, without aliases when
+    // it has none yet, so `has(models.<name>.<alias>)` reads as false
+    // rather than failing on the model's absence.
+    let mut models = models;
+    if let Json::Object(map) = &mut models {
+        for step in &pipeline.steps {
+            if let weir_model::pipeline::StepKind::Register(register) = &step.kind {
+                map.entry(register.model.value.clone())
+                    .or_insert_with(|| Json::Object(Map::new()));
+            }
+        }
+    }
     let mut steps = Vec::new();
     for (index, step) in pipeline.steps.iter().enumerate() {
         for matrix in instances(step) {

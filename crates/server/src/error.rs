@@ -51,6 +51,7 @@ impl From<weir_store::Error> for ApiError {
     fn from(e: weir_store::Error) -> ApiError {
         match e {
             weir_store::Error::NoSuchRun(id) => ApiError::not_found(format!("no run '{id}'")),
+            e @ weir_store::Error::NoSuchModel(_) => ApiError::not_found(e.to_string()),
             other => ApiError::internal(other),
         }
     }

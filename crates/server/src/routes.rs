@@ -43,6 +43,11 @@ pub fn router(state: State) -> Router {
         .route("/events", get(events))
         .route("/events/drift", post(drift))
         .route("/openapi.json", get(crate::openapi::openapi))
+        .route("/models", get(models))
+        .route("/models/{name}", get(model))
+        .route("/models/{name}/history", get(model_history))
+        .route("/models/{name}/versions/{version}", get(model_version))
+        .route("/models/{name}/aliases/{alias}", post(promote))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     // Webhooks carry their own proof (an HMAC signature), not the token.
@@ -262,6 +267,124 @@ async fn decide(
             e.to_string(),
         )),
     }
+}
+
+async fn models(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
+    let models = state.daemon.store().models().await?;
+    let list: Vec<Value> = models
+        .into_iter()
+        .map(|m| {
+            let aliases: serde_json::Map<String, Value> =
+                m.aliases.into_iter().map(|(a, v)| (a, json!(v))).collect();
+            json!({ "model": m.model, "latest": m.latest, "versions": m.versions, "aliases": aliases })
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelQuery {
+    alias: Option<String>,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A model's versions and aliases; with `alias` (and `at`), the version
+/// that alias pointed at then.
+async fn model(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+    query: Result<Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("{}: use ?alias=NAME&at=RFC3339-TIME", e.body_text()),
+        )
+    })?;
+    let store = state.daemon.store();
+    let versions = store.model_versions(&name).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no model '{name}' in the registry"
+        )));
+    }
+    if let Some(alias) = query.alias {
+        let Some(version) = store.alias_at(&name, &alias, query.at).await? else {
+            let when = query
+                .at
+                .map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
+            return Err(ApiError::not_found(format!(
+                "alias '{alias}' of {name} pointed at no version {when}"
+            )));
+        };
+        let version = store.model_version(&name, version).await?;
+        return Ok(Json(json!(version)));
+    }
+    let summary = store.models().await?.into_iter().find(|m| m.model == name);
+    let aliases: serde_json::Map<String, Value> = summary
+        .map(|m| m.aliases.into_iter().map(|(a, v)| (a, json!(v))).collect())
+        .unwrap_or_default();
+    Ok(Json(
+        json!({ "model": name, "aliases": aliases, "versions": versions }),
+    ))
+}
+
+async fn model_version(
+    Extract(state): Extract<State>,
+    Path((name, version)): Path<(String, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(
+        state.daemon.store().model_version(&name, version).await?
+    )))
+}
+
+async fn model_history(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.daemon.store();
+    if store.model_versions(&name).await?.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no model '{name}' in the registry"
+        )));
+    }
+    Ok(Json(json!(store.alias_history(&name).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Promotion {
+    version: i64,
+}
+
+/// Points an alias at a version: `{"version": N}`, kept in the alias's
+/// history with the token's name.
+async fn promote(
+    Extract(state): Extract<State>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    Path((name, alias)): Path<(String, String)>,
+    body: Result<Json<Promotion>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(promotion) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("{}: send {{\"version\": N}}", e.body_text()),
+        )
+    })?;
+    let before = state
+        .daemon
+        .promote(&name, promotion.version, &alias, &actor)
+        .await?;
+    Ok(Json(json!({
+        "model": name,
+        "alias": alias,
+        "version": promotion.version,
+        "from_version": before,
+        "actor": actor,
+    })))
 }
 
 #[derive(Deserialize)]

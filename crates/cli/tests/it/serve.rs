@@ -1057,3 +1057,153 @@ fn a_retry_reuses_the_steps_that_succeeded_and_their_files() {
         stderr(&out)
     );
 }
+
+const REGISTERED: &str = "name: reg\ndefaults: { executor: process }\nsteps:\n  train:\n    run: |\n      echo \"weights of $WEIR_RUN_ID\" > model.bin\n      echo '{\"accuracy\": 0.9}' > \"$WEIR_OUT/metrics.json\"\n  gate:\n    needs: [train]\n    gate: [\"!has(models.churn.production) || steps.train.metrics.accuracy >= models.churn.production.metrics.accuracy\"]\n  register:\n    needs: [gate]\n    register: { model: churn, artifact: model.bin, metrics_from: train, alias: staging }\n";
+
+#[test]
+fn register_steps_number_versions_and_aliases_answer_for_past_times() {
+    use sha2::Digest as _;
+    let dir = setup(QUICK);
+    std::fs::write(dir.path().join("pipelines/reg.yaml"), REGISTERED).expect("write");
+    std::fs::write(
+        dir.path().join("pipelines/noart.yaml"),
+        "name: noart\ndefaults: { executor: process }\nsteps:\n  register: { register: { model: churn, artifact: missing.bin } }\n",
+    )
+    .expect("write");
+    let daemon = serve(dir.path());
+    let models = |args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["models"];
+        full.extend_from_slice(args);
+        full.extend(["--output", "json"]);
+        let out = client(dir.path(), &daemon, &full);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+
+    let first = trigger(dir.path(), &daemon, &["reg"]);
+    let run = wait_for(dir.path(), &daemon, &first, |run| {
+        run["state"] == "succeeded"
+    });
+    let outputs = &run["steps"][2]["attempts"][0]["outputs"];
+    assert_eq!(outputs["version"], 1);
+    let file = format!("weights of {first}\n");
+    let sha = hex::encode(sha2::Sha256::digest(file.as_bytes()));
+    assert_eq!(outputs["sha256"], sha.as_str(), "the artifact's own hash");
+    let v1 = models(&["show", "churn@1"]);
+    assert_eq!(v1["metrics"]["accuracy"], 0.9);
+    assert_eq!(v1["run_id"], first.as_str());
+
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["models", "promote", "churn@1", "--alias", "production"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "churn production -> 1 (was -), by admin\n");
+    let promoted_at = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(20));
+
+    // The second run's gate reads the production version's metrics.
+    let second = trigger(dir.path(), &daemon, &["reg"]);
+    let run = wait_for(dir.path(), &daemon, &second, |run| {
+        run["state"] == "succeeded"
+    });
+    assert_eq!(run["models"]["churn"]["production"]["version"], 1);
+    assert!(
+        run["steps"][1]["evidence"][0]["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("0.9 >= 0.9")),
+        "{}",
+        run["steps"][1]
+    );
+    assert_eq!(run["steps"][2]["attempts"][0]["outputs"]["version"], 2);
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["models", "promote", "churn@2", "--alias", "production"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let list = models(&["list"]);
+    assert_eq!(list[0]["latest"], 2);
+    assert_eq!(
+        list[0]["aliases"],
+        serde_json::json!({"production": 2, "staging": 2})
+    );
+    let history = models(&["history", "churn"]);
+    let moves: Vec<String> = history
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}->{} by {}",
+                m["alias"].as_str().unwrap_or(""),
+                m["from_version"],
+                m["version"],
+                m["actor"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            format!("staging null->1 by run {first}"),
+            "production null->1 by admin".to_owned(),
+            format!("staging 1->2 by run {second}"),
+            "production 1->2 by admin".to_owned(),
+        ]
+    );
+    let then = models(&[
+        "show",
+        "churn",
+        "--alias",
+        "production",
+        "--at",
+        &promoted_at.to_rfc3339(),
+    ]);
+    assert_eq!(then["version"], 1, "production at the first promotion");
+    let now = models(&["show", "churn", "--alias", "production"]);
+    assert_eq!(now["version"], 2);
+    let before = client(
+        dir.path(),
+        &daemon,
+        &[
+            "models",
+            "show",
+            "churn",
+            "--alias",
+            "production",
+            "--at",
+            "2020-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(before.status.code(), Some(2));
+    assert!(
+        stderr(&before).contains("alias 'production' of churn pointed at no version at 2020-01-01"),
+        "{}",
+        stderr(&before)
+    );
+    let bad = client(
+        dir.path(),
+        &daemon,
+        &["models", "promote", "churn@9", "--alias", "production"],
+    );
+    assert!(
+        stderr(&bad).contains("no model version 'churn@9'"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // A missing artifact fails the step, naming the file; nothing is registered.
+    let id = trigger(dir.path(), &daemon, &["noart"]);
+    let run = wait_for(dir.path(), &daemon, &id, |run| run["state"] == "failed");
+    assert!(
+        run["steps"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("artifact 'missing.bin' not found")),
+        "{}",
+        run["steps"][0]
+    );
+    assert_eq!(models(&["list"])[0]["versions"], 2);
+}

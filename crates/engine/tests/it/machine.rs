@@ -810,3 +810,24 @@ fn a_retry_reuses_what_succeeded_and_runs_the_failed_step_and_its_dependants_aga
     let e = weir_engine::retry_run(&p, &running, "r4", None, at(20)).expect_err("running");
     assert!(e.contains("is still queued"), "{e}");
 }
+
+#[test]
+fn a_gate_guarding_an_alias_with_has_holds_before_the_first_registration() {
+    let p = pipeline(
+        "name: first\ndefaults: { executor: process }\nsteps:\n  gate:\n    gate: [\"!has(models.churn.production) || models.churn.production.metrics.accuracy < 1.0\"]\n  register:\n    needs: [gate]\n    register: { model: churn, artifact: model.bin }\n",
+    );
+    let mut r = run(&p);
+    assert_eq!(
+        r.models,
+        json!({"churn": {}}),
+        "the registered model is present, without aliases"
+    );
+    let actions = step(&mut r, &p, Event::Tick, t0());
+    assert_eq!(
+        r.steps[0].state,
+        StepState::Succeeded,
+        "{:?}",
+        r.steps[0].reason
+    );
+    assert_eq!(starts(&r, &actions), [("register".to_owned(), 1)]);
+}

@@ -1,0 +1,187 @@
+//! `weir models list|show|promote|history`: the model registry, through
+//! the daemon's API.
+
+use crate::client::{Client, ClientArgs};
+use crate::output::Output;
+use crate::remote::encode;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+
+/// Arguments of `weir models`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print the answer.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    output: Output,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Every model with its latest version and aliases.
+    List,
+    /// A model's versions (MODEL), one version (MODEL@N), or the version an
+    /// alias points at, now or at a past time (--alias, --at).
+    Show {
+        /// MODEL or MODEL@VERSION.
+        model: String,
+        /// The version this alias points at.
+        #[arg(long)]
+        alias: Option<String>,
+        /// With --alias: the version it pointed at then (RFC 3339 time).
+        #[arg(long, requires = "alias")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Point an alias at a version: MODEL@N --alias production.
+    Promote {
+        /// MODEL@VERSION.
+        #[arg(value_name = "MODEL@VERSION")]
+        target: String,
+        /// The alias to move (`production`, `staging`, any name).
+        #[arg(long)]
+        alias: String,
+    },
+    /// Every alias move of a model, with when and who.
+    History {
+        /// The model.
+        model: String,
+    },
+}
+
+/// `MODEL@N` split, or an error that shows the form.
+fn model_at(text: &str) -> anyhow::Result<(&str, i64)> {
+    text.split_once('@')
+        .and_then(|(m, v)| Some((m, v.parse().ok()?)))
+        .filter(|(m, _)| !m.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("'{text}' is not MODEL@VERSION (for instance churn@3)"))
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let answer = match &args.command {
+            Command::List => client.call(Method::GET, "/models", None).await?,
+            Command::Show { model, alias, at } => {
+                if model.contains('@') {
+                    let (name, version) = model_at(model)?;
+                    let path = format!("/models/{}/versions/{version}", encode(name));
+                    client.call(Method::GET, &path, None).await?
+                } else {
+                    let mut path = format!("/models/{}", encode(model));
+                    if let Some(alias) = alias {
+                        path.push_str(&format!("?alias={}", encode(alias)));
+                        if let Some(at) = at {
+                            path.push_str(&format!("&at={}", encode(&at.to_rfc3339())));
+                        }
+                    }
+                    client.call(Method::GET, &path, None).await?
+                }
+            }
+            Command::Promote { target, alias } => {
+                let (name, version) = model_at(target)?;
+                let path = format!("/models/{}/aliases/{}", encode(name), encode(alias));
+                let body = json!({ "version": version });
+                client.call(Method::POST, &path, Some(body)).await?
+            }
+            Command::History { model } => {
+                let path = format!("/models/{}/history", encode(model));
+                client.call(Method::GET, &path, None).await?
+            }
+        };
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+            Output::Table => print_table(&args.command, &answer),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn aliases(value: &Value) -> String {
+    value
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(a, v)| format!("{a}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn print_version(v: &Value) {
+    println!(
+        "{}@{}  sha256:{}  run {}  {}",
+        text(&v["model"]),
+        text(&v["version"]),
+        text(&v["sha256"]),
+        text(&v["run_id"]),
+        text(&v["created_at"])
+    );
+    for (name, value) in v["metrics"].as_object().into_iter().flatten() {
+        println!("  {name} = {value}");
+    }
+}
+
+fn print_table(command: &Command, answer: &Value) {
+    match command {
+        Command::List => {
+            println!("{:<24} {:>7} {:>8}  ALIASES", "MODEL", "LATEST", "VERSIONS");
+            for m in answer.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:>7} {:>8}  {}",
+                    text(&m["model"]),
+                    text(&m["latest"]),
+                    text(&m["versions"]),
+                    aliases(&m["aliases"])
+                );
+            }
+        }
+        Command::Show { .. } if answer.get("versions").is_some() => {
+            println!(
+                "{}  aliases: {}",
+                text(&answer["model"]),
+                aliases(&answer["aliases"])
+            );
+            for v in answer["versions"].as_array().into_iter().flatten() {
+                print_version(v);
+            }
+        }
+        Command::Show { .. } => print_version(answer),
+        Command::Promote { .. } => println!(
+            "{} {} -> {} (was {}), by {}",
+            text(&answer["model"]),
+            text(&answer["alias"]),
+            text(&answer["version"]),
+            text(&answer["from_version"]),
+            text(&answer["actor"])
+        ),
+        Command::History { .. } => {
+            println!(
+                "{:<32} {:<12} {:>4} {:>4}  BY",
+                "WHEN", "ALIAS", "FROM", "TO"
+            );
+            for m in answer.as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<12} {:>4} {:>4}  {}",
+                    text(&m["moved_at"]),
+                    text(&m["alias"]),
+                    text(&m["from_version"]),
+                    text(&m["version"]),
+                    text(&m["actor"])
+                );
+            }
+        }
+    }
+}
