@@ -7,6 +7,7 @@
 //! so. What the store does not know: HTTP, Docker, or the rules of the
 //! engine — it keeps what the engine decided, nothing more.
 
+mod audit;
 mod db;
 mod events;
 mod logs;
@@ -14,7 +15,11 @@ mod registry;
 mod runs;
 mod schedules;
 
+pub use audit::{
+    AuditEntry, Broken, GENESIS, NewEntry, entry_hash, public_key, signing_key, verify,
+};
 pub use db::Db;
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use events::EventRecord;
 pub use registry::{AliasMove, ModelSummary, ModelVersion, NewVersion};
 pub use runs::{Counts, NewEvent, RunSummary};

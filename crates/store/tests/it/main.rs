@@ -2,6 +2,7 @@
 //! always, PostgreSQL when `WEIR_TEST_PG_URL` is set (and then a database
 //! that cannot be reached is a failure, not a skip).
 
+mod audit;
 mod logs;
 mod registry;
 mod runs;

@@ -1,0 +1,13 @@
+-- The audit log: append-only, each entry chained to the one before by its
+-- hash and signed with the daemon's ed25519 key.
+CREATE TABLE audit (
+    seq        BIGINT PRIMARY KEY,
+    at         TIMESTAMPTZ NOT NULL,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    signature  TEXT NOT NULL
+);

@@ -1,0 +1,281 @@
+//! The audit log: an append-only chain of entries, each holding the hash
+//! of the one before and its own (SHA-256 over a canonical encoding),
+//! signed with an ed25519 key. An edit, a removed entry or a signature by
+//! another key is found by [`verify`] at the entry where the chain breaks.
+
+use crate::db::{BeginWrite, Db, on_db};
+use crate::{Error, Store};
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+/// The `prev_hash` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    /// 1, 2, … with no gap.
+    pub seq: i64,
+    /// When it was appended (kept to the microsecond).
+    pub at: DateTime<Utc>,
+    /// Who: a token's name, `schedule`, `webhook`, `run RUN`, `weir`.
+    pub actor: String,
+    /// What: `run.triggered`, `approval.decided`, `gate.decided`, …
+    pub action: String,
+    /// What it concerns: a run, `RUN/STEP`, `MODEL@N`, a pipeline.
+    pub subject: String,
+    /// The details, as JSON text.
+    pub payload: String,
+    /// The previous entry's hash ([`GENESIS`] for the first).
+    pub prev_hash: String,
+    /// SHA-256 of the canonical encoding of the fields above, hex.
+    pub hash: String,
+    /// ed25519 signature of the hash's bytes, hex.
+    pub signature: String,
+}
+
+/// What to append ([`Store::append_audit`]).
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    /// Who.
+    pub actor: &'a str,
+    /// What.
+    pub action: &'a str,
+    /// What it concerns.
+    pub subject: &'a str,
+    /// The details.
+    pub payload: &'a Value,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Where a chain stops verifying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("entry {seq}: {reason}")]
+pub struct Broken {
+    /// The first entry that does not verify.
+    pub seq: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// JSON with every object's keys sorted: one text for one value.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The hash of an entry's fields: SHA-256 of the JSON array
+/// `[seq, at, actor, action, subject, payload, prev_hash]`, the time in
+/// RFC 3339 with microseconds and `Z`, the payload with sorted keys.
+pub fn entry_hash(
+    seq: i64,
+    at: DateTime<Utc>,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    payload: &str,
+    prev_hash: &str,
+) -> String {
+    let payload: Value = serde_json::from_str(payload).unwrap_or(Value::String(payload.to_owned()));
+    let fields = serde_json::json!([
+        seq,
+        at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        actor,
+        action,
+        subject,
+        canonical(&payload),
+        prev_hash
+    ]);
+    hex::encode(Sha256::digest(fields.to_string().as_bytes()))
+}
+
+/// Checks `entries` (in order) against `key`: sequence without gaps from
+/// 1, each `prev_hash` the hash before, each hash recomputed, each
+/// signature. Returns how many entries verify, or the first that does not.
+pub fn verify(entries: &[AuditEntry], key: &VerifyingKey) -> Result<usize, Broken> {
+    let mut prev = GENESIS.to_owned();
+    for (index, entry) in entries.iter().enumerate() {
+        let expected = index as i64 + 1;
+        let broken = |reason: String| Broken {
+            seq: entry.seq,
+            reason,
+        };
+        if entry.seq != expected {
+            return Err(Broken {
+                seq: expected,
+                reason: format!(
+                    "missing: the entry after {} is {} (an entry was removed)",
+                    expected - 1,
+                    entry.seq
+                ),
+            });
+        }
+        if entry.prev_hash != prev {
+            return Err(broken(
+                "its previous-hash does not match the entry before (the chain was rewritten)"
+                    .to_owned(),
+            ));
+        }
+        let hash = entry_hash(
+            entry.seq,
+            entry.at,
+            &entry.actor,
+            &entry.action,
+            &entry.subject,
+            &entry.payload,
+            &entry.prev_hash,
+        );
+        if hash != entry.hash {
+            return Err(broken(
+                "its content does not match its hash (it was edited)".to_owned(),
+            ));
+        }
+        let signature = hex::decode(&entry.signature)
+            .ok()
+            .and_then(|bytes| Signature::from_slice(&bytes).ok());
+        let signed = signature.is_some_and(|s| key.verify(entry.hash.as_bytes(), &s).is_ok());
+        if !signed {
+            return Err(broken(
+                "its signature is not by this key (it was re-signed or forged)".to_owned(),
+            ));
+        }
+        prev = entry.hash.clone();
+    }
+    Ok(entries.len())
+}
+
+/// The daemon's signing key, kept in `dir/audit.key` (the hex of its
+/// 32-byte seed, mode 0600) and made at the first start.
+pub fn signing_key(dir: &std::path::Path) -> std::io::Result<SigningKey> {
+    let path = dir.join("audit.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let seed: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "{} does not hold a key (64 hex digits)",
+                        path.display()
+                    ))
+                })?;
+            Ok(SigningKey::from_bytes(&seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            // Two v4 UUIDs (244 random bits from the OS) hashed to a seed.
+            let random = format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+            let seed: [u8; 32] = Sha256::digest(random.as_bytes()).into();
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(hex::encode(seed).as_bytes())?;
+            Ok(SigningKey::from_bytes(&seed))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a public key given as 64 hex digits.
+pub fn public_key(hex_text: &str) -> Result<VerifyingKey, String> {
+    let bytes: [u8; 32] = hex::decode(hex_text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("a public key is 64 hex digits")?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))
+}
+
+/// Serialises appends on PostgreSQL (SQLite's writers are serialised).
+const LOCK_AUDIT: &str = "SELECT pg_advisory_xact_lock(hashtextextended('weir.audit', 0))";
+
+impl Store {
+    /// Appends an entry, chained to the last one and signed with `key`.
+    pub async fn append_audit(
+        &self,
+        key: &SigningKey,
+        new: &NewEntry<'_>,
+    ) -> Result<AuditEntry, Error> {
+        let is_pg = matches!(self.db, Db::Postgres(_));
+        let payload = canonical(new.payload).to_string();
+        // The database keeps microseconds; the hash must cover what it keeps.
+        let at = chrono::DurationRound::duration_trunc(new.at, chrono::TimeDelta::microseconds(1))
+            .unwrap_or(new.at);
+        let entry = on_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if is_pg {
+                sqlx::query(LOCK_AUDIT).execute(&mut *tx).await?;
+            }
+            let last: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let (seq, prev_hash) = match last {
+                Some((seq, hash)) => (seq + 1, hash),
+                None => (1, GENESIS.to_owned()),
+            };
+            let hash = entry_hash(seq, at, new.actor, new.action, new.subject, &payload, &prev_hash);
+            let signature = hex::encode(key.sign(hash.as_bytes()).to_bytes());
+            let entry = AuditEntry {
+                seq,
+                at,
+                actor: new.actor.to_owned(),
+                action: new.action.to_owned(),
+                subject: new.subject.to_owned(),
+                payload: payload.clone(),
+                prev_hash,
+                hash,
+                signature,
+            };
+            sqlx::query(
+                "INSERT INTO audit (seq, at, actor, action, subject, payload, prev_hash, hash, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(entry.seq)
+            .bind(entry.at)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.subject)
+            .bind(&entry.payload)
+            .bind(&entry.prev_hash)
+            .bind(&entry.hash)
+            .bind(&entry.signature)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            entry
+        });
+        Ok(entry)
+    }
+
+    /// The entries after `after` (0: all), in order, at most `limit`.
+    pub async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, Error> {
+        let rows = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT seq, at, actor, action, subject, payload, prev_hash, hash, signature FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+}
