@@ -2,6 +2,7 @@
 //! subcommand lives in its own module; this file only parses arguments and
 //! maps outcomes to exit codes.
 
+mod audit;
 mod client;
 mod config;
 mod files;
@@ -61,6 +62,8 @@ enum Command {
     Logs(remote::LogsArgs),
     /// The model registry: list, show, promote, history.
     Models(models::Args),
+    /// The audit log: verify the chain, export it, show the public key.
+    Audit(audit::Args),
     /// Webhook deliveries and other events, with what weir decided for each.
     Events(remote::RunsArgs),
     /// One run per schedule slot in a range, each slot run at most once.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Approve(args) => remote::approve(&args),
         Command::Logs(args) => remote::logs(&args),
         Command::Models(args) => models::run(&args),
+        Command::Audit(args) => audit::run(&args),
         Command::Events(args) => remote::events(&args),
         Command::Backfill(args) => remote::backfill(&args),
     };

@@ -67,6 +67,7 @@ pub enum DecideError {
 /// The daemon: its store, pipelines and the runs it drives.
 pub struct Daemon {
     store: Store,
+    audit: crate::audit::Auditor,
     dir: PathBuf,
     options: Options,
     pipelines: Mutex<BTreeMap<String, Loaded>>,
@@ -217,8 +218,18 @@ impl Daemon {
                 },
             );
         }
+        let key =
+            weir_store::signing_key(&options.data).map_err(|source| weir_store::Error::Folder {
+                path: options.data.join("audit.key").display().to_string(),
+                source,
+            })?;
+        let audit = crate::audit::Auditor::start(store.clone(), key);
+        for loaded in pipelines.values() {
+            record_loaded(&audit, "pipeline.loaded", loaded);
+        }
         let daemon = Arc::new(Daemon {
             store,
+            audit,
             dir: dir.to_owned(),
             options,
             pipelines: Mutex::new(pipelines),
@@ -280,6 +291,15 @@ impl Daemon {
             } else {
                 report.removed.push(name.clone());
             }
+        }
+        for name in &report.changed {
+            record_loaded(&self.audit, "pipeline.loaded", &next[name]);
+        }
+        for name in &report.kept {
+            record_loaded(&self.audit, "pipeline.rejected", &next[name]);
+        }
+        for name in &report.removed {
+            record_loaded(&self.audit, "pipeline.removed", &pipelines[name]);
         }
         *pipelines = next;
         Ok(report)
@@ -358,6 +378,27 @@ impl Daemon {
             .await
     }
 
+    /// A manual run of `name` started by `actor` (a token's name), which
+    /// the audit log records.
+    pub async fn trigger_by(
+        self: &Arc<Self>,
+        name: &str,
+        params: &[(String, String)],
+        actor: &str,
+    ) -> Result<Run, TriggerError> {
+        let started = self
+            .begin(
+                name,
+                params,
+                "manual",
+                serde_json::Value::Null,
+                None,
+                Some(actor),
+            )
+            .await?;
+        Ok(started.unwrap_or_else(|_| unreachable!("no delivery id to collide")))
+    }
+
     /// [`Daemon::trigger`] with the event that caused it (a webhook's
     /// payload, a drift report), which expressions read as `event`.
     pub async fn trigger_with(
@@ -367,7 +408,7 @@ impl Daemon {
         trigger: &str,
         event: serde_json::Value,
     ) -> Result<Run, TriggerError> {
-        let started = self.begin(name, params, trigger, event, None).await?;
+        let started = self.begin(name, params, trigger, event, None, None).await?;
         Ok(started.unwrap_or_else(|_| unreachable!("no delivery id to collide")))
     }
 
@@ -382,7 +423,7 @@ impl Daemon {
     ) -> Result<Delivered, TriggerError> {
         Ok(
             match self
-                .begin(name, &[], "webhook", payload, Some(delivery))
+                .begin(name, &[], "webhook", payload, Some(delivery), None)
                 .await?
             {
                 Ok(run) => Delivered::Started(Box::new(run)),
@@ -400,6 +441,7 @@ impl Daemon {
         trigger: &str,
         event: serde_json::Value,
         delivery: Option<Option<&str>>,
+        actor: Option<&str>,
     ) -> Result<Result<Run, Option<String>>, TriggerError> {
         let loaded = self.lock_pipelines().get(name).cloned();
         let Some(loaded) = loaded else {
@@ -454,6 +496,18 @@ impl Daemon {
             }
         }
         tracing::info!(run = %id, pipeline = name, trigger, admission = ?admission, "run created");
+        self.audit.record(
+            actor.unwrap_or(trigger),
+            "run.triggered",
+            &id,
+            serde_json::json!({
+                "pipeline": name,
+                "trigger": trigger,
+                "params": run.params.iter().cloned().collect::<BTreeMap<String, String>>(),
+                "pipeline_hash": loaded.hash,
+                "delivery": delivery.flatten(),
+            }),
+        );
         match admission {
             Admission::Start => self.spawn(loaded.pipeline, id, Some(run.clone())),
             Admission::Queue => self
@@ -497,6 +551,22 @@ impl Daemon {
         false
     }
 
+    /// Cancels run `id` on `actor`'s request, recorded in the audit log;
+    /// false when this daemon drives no such run.
+    pub fn cancel_by(&self, id: &str, actor: &str) -> bool {
+        let cancelled = self.cancel(id, &format!("cancelled by {actor}"));
+        if cancelled {
+            self.audit
+                .record(actor, "run.cancelled", id, serde_json::json!({}));
+        }
+        cancelled
+    }
+
+    /// The key that verifies the audit log.
+    pub fn audit_key(&self) -> weir_store::VerifyingKey {
+        self.audit.public_key()
+    }
+
     /// Decides approval step `step` of run `id`: approved, or rejected, by
     /// `by`. Answers once the decision is committed, with the run as it is
     /// then.
@@ -537,7 +607,18 @@ impl Daemon {
             .map_err(|_| gone())?
             .map_err(DecideError::Refused)?;
         tracing::info!(run = id, step, approved, by, "approval decided");
-        Ok(self.store.load_run(id).await?)
+        let run = self.store.load_run(id).await?;
+        let decision = run
+            .step(step)
+            .and_then(|s| s.reason.clone())
+            .unwrap_or_default();
+        self.audit.record(
+            by,
+            "approval.decided",
+            &format!("{id}/{step}"),
+            serde_json::json!({ "approved": approved, "decision": decision }),
+        );
+        Ok(run)
     }
 
     /// Points `alias` of `model` at `version`, by `actor`; returns the
@@ -554,6 +635,12 @@ impl Daemon {
             .promote(model, version, alias, actor, now())
             .await?;
         tracing::info!(model, version, alias, actor, "alias moved");
+        self.audit.record(
+            actor,
+            "alias.moved",
+            &format!("{model}/{alias}"),
+            serde_json::json!({ "version": version, "from_version": before }),
+        );
         Ok(before)
     }
 
@@ -565,6 +652,7 @@ impl Daemon {
         self: &Arc<Self>,
         id: &str,
         from: Option<&str>,
+        actor: &str,
     ) -> Result<Run, TriggerError> {
         let original = self.store.load_run(id).await?;
         let hash = self.store.run_pipeline_hash(id).await?;
@@ -583,6 +671,18 @@ impl Daemon {
         })?;
         self.store.create_run(&run, &hash).await?;
         tracing::info!(run = %new_id, retry_of = id, from, "retry created");
+        self.audit.record(
+            actor,
+            "run.triggered",
+            &new_id,
+            serde_json::json!({
+                "pipeline": run.pipeline,
+                "trigger": "retry",
+                "retry_of": id,
+                "from": from,
+                "pipeline_hash": hash,
+            }),
+        );
         self.spawn(pipeline, new_id, Some(run.clone()));
         Ok(run)
     }
@@ -839,6 +939,50 @@ impl Daemon {
         Ok(decision)
     }
 
+    /// Records gate verdicts and registrations as a run makes them.
+    fn audit_change(&self, pipeline: &Pipeline, run: &Run, change: &crate::drive::Change) {
+        use weir_engine::StepState;
+        use weir_model::pipeline::StepKind;
+        let instance = &run.steps[change.step];
+        let subject = format!("{}/{}", run.id, instance.id);
+        match &pipeline.steps[instance.step].kind {
+            StepKind::Gate(_) if matches!(change.to, StepState::Succeeded | StepState::Failed) => {
+                self.audit.record(
+                    "weir",
+                    "gate.decided",
+                    &subject,
+                    serde_json::json!({
+                        "holds": change.to == StepState::Succeeded,
+                        "evidence": instance.evidence,
+                    }),
+                );
+            }
+            StepKind::Register(register) if change.to == StepState::Succeeded => {
+                let outputs = instance
+                    .last_attempt()
+                    .map(|a| a.outputs.clone())
+                    .unwrap_or_default();
+                let version = outputs.get("version").cloned().unwrap_or_default();
+                let actor = format!("run {}", run.id);
+                self.audit.record(
+                    &actor,
+                    "model.registered",
+                    &format!("{}@{version}", register.model.value),
+                    serde_json::json!({ "sha256": outputs.get("sha256"), "step": subject }),
+                );
+                if let Some(alias) = &register.alias {
+                    self.audit.record(
+                        &actor,
+                        "alias.moved",
+                        &format!("{}/{}", register.model.value, alias.value),
+                        serde_json::json!({ "version": version }),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Drives run `id` in a task (`known`: the run as just committed, which
     /// spares reading it back); when it ends, the pipeline's next queued
     /// run starts.
@@ -859,7 +1003,7 @@ impl Daemon {
                 &daemon.options,
                 known,
                 inbox,
-                |_, _| {},
+                |run, change| daemon.audit_change(&pipeline, run, change),
             )
             .await
             {
@@ -905,6 +1049,15 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn record_loaded(audit: &crate::audit::Auditor, action: &'static str, loaded: &Loaded) {
+    audit.record(
+        "weir",
+        action,
+        &loaded.pipeline.name.value,
+        serde_json::json!({ "hash": loaded.hash, "file": loaded.path.display().to_string() }),
+    );
 }
 
 fn log_reload(report: &Reload) {

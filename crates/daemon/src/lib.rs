@@ -2,10 +2,11 @@
 //! executors act, and what they report goes back to the engine.
 //!
 //! [`drive`] takes one run to its end; `weir run` and `weir resume` call
-//! it, and the daemon (`weir serve`, to come) will run many of them. Not
+//! it, and the daemon (`weir serve`) runs many of them and keeps the audit log. Not
 //! here: HTTP, formatting for people (the CLI's), the rules of the state
 //! machine (the engine's).
 
+mod audit;
 mod daemon;
 mod drive;
 

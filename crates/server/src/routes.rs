@@ -43,6 +43,9 @@ pub fn router(state: State) -> Router {
         .route("/events", get(events))
         .route("/events/drift", post(drift))
         .route("/openapi.json", get(crate::openapi::openapi))
+        .route("/audit", get(audit))
+        .route("/audit/verify", get(audit_verify))
+        .route("/audit/key", get(audit_key))
         .route("/models", get(models))
         .route("/models/{name}", get(model))
         .route("/models/{name}/history", get(model_history))
@@ -126,6 +129,7 @@ struct NewRun {
 
 async fn create_run(
     Extract(state): Extract<State>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
     body: Result<Json<NewRun>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(new) = body.map_err(|e| {
@@ -139,7 +143,11 @@ async fn create_run(
         )
     })?;
     let params: Vec<(String, String)> = new.params.into_iter().collect();
-    match state.daemon.trigger(&new.pipeline, &params, "manual").await {
+    match state
+        .daemon
+        .trigger_by(&new.pipeline, &params, &actor)
+        .await
+    {
         Ok(run) => Ok((StatusCode::CREATED, Json(json!(run)))),
         Err(e @ TriggerError::UnknownPipeline(..)) => Err(ApiError::not_found(e.to_string())),
         Err(e @ TriggerError::ManualDisabled(_)) => Err(ApiError::new(
@@ -191,7 +199,7 @@ async fn cancel_run(
             format!("run {id} already {}", run.state),
         ));
     }
-    if !state.daemon.cancel(&id, &format!("cancelled by {actor}")) {
+    if !state.daemon.cancel_by(&id, &actor) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not-driven",
@@ -214,11 +222,12 @@ struct Retry {
 /// `from` (default: before the failed ones).
 async fn retry_run(
     Extract(state): Extract<State>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
     Path(id): Path<String>,
     body: Option<Json<Retry>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let retry = body.map(|Json(r)| r).unwrap_or_default();
-    match state.daemon.retry(&id, retry.from.as_deref()).await {
+    match state.daemon.retry(&id, retry.from.as_deref(), &actor).await {
         Ok(run) => Ok((StatusCode::CREATED, Json(json!(run)))),
         Err(TriggerError::Store(e)) => Err(e.into()),
         Err(e) => Err(ApiError::new(
@@ -267,6 +276,66 @@ async fn decide(
             e.to_string(),
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    after: i64,
+    limit: Option<i64>,
+}
+
+/// Audit entries after `after`, in order (at most `limit`, default 1000).
+async fn audit(
+    Extract(state): Extract<State>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("{}: use ?after=SEQ&limit=N", e.body_text()),
+        )
+    })?;
+    let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
+    let entries = state
+        .daemon
+        .store()
+        .audit_entries(query.after, limit)
+        .await?;
+    Ok(Json(json!(entries)))
+}
+
+/// The whole chain checked against the daemon's key: the count, or the
+/// first entry that does not verify and why.
+async fn audit_verify(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
+    let store = state.daemon.store();
+    let mut entries = Vec::new();
+    loop {
+        let after = entries.last().map_or(0, |e: &weir_store::AuditEntry| e.seq);
+        let page = store.audit_entries(after, 10_000).await?;
+        if page.is_empty() {
+            break;
+        }
+        entries.extend(page);
+    }
+    let key = state.daemon.audit_key();
+    Ok(Json(match weir_store::verify(&entries, &key) {
+        Ok(count) => json!({ "verified": true, "entries": count }),
+        Err(broken) => json!({
+            "verified": false,
+            "entries": entries.len(),
+            "seq": broken.seq,
+            "reason": broken.reason,
+        }),
+    }))
+}
+
+/// The public key that verifies the audit log, hex.
+async fn audit_key(Extract(state): Extract<State>) -> Json<Value> {
+    let key = hex::encode(state.daemon.audit_key().to_bytes());
+    Json(json!({ "algorithm": "ed25519", "public_key": key }))
 }
 
 async fn models(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {

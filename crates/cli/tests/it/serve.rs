@@ -1207,3 +1207,154 @@ fn register_steps_number_versions_and_aliases_answer_for_past_times() {
     );
     assert_eq!(models(&["list"])[0]["versions"], 2);
 }
+
+#[test]
+fn the_audit_chain_records_what_happened_and_verifies_online_and_offline() {
+    let dir = setup(QUICK);
+    std::fs::write(dir.path().join("pipelines/reg.yaml"), REGISTERED).expect("write");
+    std::fs::write(
+        dir.path().join("pipelines/gated.yaml"),
+        "name: gated\ndefaults: { executor: process }\nsteps:\n  approve: { approval: {} }\n  wait: { needs: [approve], run: sleep 30 }\n",
+    )
+    .expect("write");
+    let daemon = serve(dir.path());
+    let id = trigger(dir.path(), &daemon, &["reg"]);
+    wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    assert!(
+        client(
+            dir.path(),
+            &daemon,
+            &["models", "promote", "churn@1", "--alias", "production"]
+        )
+        .status
+        .success()
+    );
+    let gated = trigger(dir.path(), &daemon, &["gated"]);
+    wait_for(dir.path(), &daemon, &gated, |run| {
+        run["steps"][0]["state"] == "waiting"
+    });
+    assert!(
+        client(
+            dir.path(),
+            &daemon,
+            &["approve", &gated, "approve", "--comment", "ok"]
+        )
+        .status
+        .success()
+    );
+    wait_for(dir.path(), &daemon, &gated, |run| {
+        run["steps"][1]["state"] == "running"
+    });
+    assert!(
+        client(dir.path(), &daemon, &["cancel", &gated])
+            .status
+            .success()
+    );
+    wait_for(dir.path(), &daemon, &gated, |run| {
+        run["state"] == "cancelled"
+    });
+
+    // The writer appends in the background: wait for the cancellation.
+    let export = dir.path().join("audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entries: Vec<serde_json::Value> = loop {
+        let out = client(
+            dir.path(),
+            &daemon,
+            &["audit", "export", "--file", export.to_str().expect("utf-8")],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = std::fs::read_to_string(&export).expect("export");
+        let entries: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        if entries.iter().any(|e| e["action"] == "run.cancelled") {
+            break entries;
+        }
+        assert!(Instant::now() < deadline, "no cancellation in {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let seen: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["actor"].as_str().unwrap_or(""),
+                e["action"].as_str().unwrap_or(""),
+                e["subject"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for wanted in [
+        "weir pipeline.loaded reg".to_owned(),
+        format!("admin run.triggered {id}"),
+        format!("weir gate.decided {id}/gate"),
+        "admin alias.moved churn/production".to_owned(),
+        format!("run {id} model.registered churn@1"),
+        format!("run {id} alias.moved churn/staging"),
+        format!("admin approval.decided {gated}/approve"),
+        format!("admin run.cancelled {gated}"),
+    ] {
+        assert!(seen.contains(&wanted), "no '{wanted}' in {seen:#?}");
+    }
+
+    let out = client(dir.path(), &daemon, &["audit", "verify"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).starts_with("audit chain verifies: "),
+        "{}",
+        stdout(&out)
+    );
+    let key = stdout(&client(dir.path(), &daemon, &["audit", "key"]))
+        .trim()
+        .to_owned();
+    assert_eq!(key.len(), 64);
+    let offline = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args([
+                "audit",
+                "verify",
+                "--file",
+                file.to_str().expect("utf-8"),
+                "--pubkey",
+                &key,
+            ])
+            .output()
+            .expect("weir runs")
+    };
+    let out = offline(&export);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("audit chain verifies: {} entries\n", entries.len())
+    );
+
+    // An export edited after the fact fails offline, at the edited entry.
+    let text = std::fs::read_to_string(&export).expect("export");
+    let edited: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut e: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            if e["action"] == "approval.decided" {
+                e["actor"] = "mallory".into();
+            }
+            e.to_string()
+        })
+        .collect();
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, edited.join("\n")).expect("write");
+    let out = offline(&tampered);
+    assert_eq!(out.status.code(), Some(1));
+    let seq = entries
+        .iter()
+        .find(|e| e["action"] == "approval.decided")
+        .expect("entry")["seq"]
+        .clone();
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "audit chain broken at entry {seq}: its content does not match its hash (it was edited)\n"
+        )
+    );
+}
