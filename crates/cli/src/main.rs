@@ -62,6 +62,9 @@ enum Command {
     Logs(remote::LogsArgs),
     /// The model registry: list, show, promote, history.
     Models(models::Args),
+    /// Where a model version came from: run, pipeline file, commit, params,
+    /// images and artifact hashes, as a tree (--output json: as data).
+    Lineage(models::LineageArgs),
     /// The audit log: verify the chain, export it, show the public key.
     Audit(audit::Args),
     /// Webhook deliveries and other events, with what weir decided for each.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => remote::logs(&args),
         Command::Models(args) => models::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Lineage(args) => models::lineage(&args),
         Command::Events(args) => remote::events(&args),
         Command::Backfill(args) => remote::backfill(&args),
     };

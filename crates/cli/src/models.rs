@@ -1,5 +1,5 @@
-//! `weir models list|show|promote|history`: the model registry, through
-//! the daemon's API.
+//! `weir models list|show|promote|history` and `weir lineage`: the model
+//! registry, through the daemon's API.
 
 use crate::client::{Client, ClientArgs};
 use crate::output::Output;
@@ -182,6 +182,123 @@ fn print_table(command: &Command, answer: &Value) {
                     text(&m["actor"])
                 );
             }
+        }
+    }
+}
+
+/// Arguments of `weir lineage`.
+#[derive(clap::Args)]
+pub(crate) struct LineageArgs {
+    /// MODEL@VERSION.
+    #[arg(value_name = "MODEL@VERSION")]
+    target: String,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print it: a tree, or the data.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub(crate) fn lineage(args: &LineageArgs) -> anyhow::Result<ExitCode> {
+    let (name, version) = model_at(&args.target)?;
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let path = format!("/models/{}/versions/{version}/lineage", encode(name));
+        let answer = client.call(Method::GET, &path, None).await?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+            Output::Table => print_lineage(&answer),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn short(hash: &Value) -> String {
+    let text = text(hash);
+    let bare = text.strip_prefix("sha256:").unwrap_or(&text);
+    bare.get(..12).unwrap_or(bare).to_owned()
+}
+
+/// The lineage as a tree: the version, its run, and the steps before it.
+fn print_lineage(l: &Value) {
+    let run = &l["run"];
+    println!(
+        "{}@{}  {} sha256:{}",
+        text(&l["model"]),
+        text(&l["version"]),
+        text(&l["artifact"]),
+        short(&l["sha256"])
+    );
+    for (name, value) in l["metrics"].as_object().into_iter().flatten() {
+        println!("│ {name} = {value}");
+    }
+    println!(
+        "└─ run {}  ({})",
+        text(&run["id"]),
+        text(&run["created_at"])
+    );
+    let mut lines = vec![format!(
+        "pipeline {}  file sha256:{}{}",
+        text(&run["pipeline"]),
+        short(&run["pipeline_hash"]),
+        match run["source_commit"].as_str() {
+            Some(c) => format!("  git {}", c.get(..12).unwrap_or(c)),
+            None => String::new(),
+        }
+    )];
+    let mut trigger = format!("trigger {}", text(&run["trigger"]));
+    if let Some(event) = run["event"].as_object() {
+        trigger.push_str(&format!(
+            "  event #{} ({})",
+            event["id"],
+            text(&event["kind"])
+        ));
+    }
+    if let Some(commit) = run["event_commit"].as_str() {
+        trigger.push_str(&format!("  commit {}", commit.get(..12).unwrap_or(commit)));
+    }
+    if let Some(of) = run["retry_of"].as_str() {
+        trigger.push_str(&format!("  retry of {of}"));
+    }
+    lines.push(trigger);
+    let params: Vec<String> = run["params"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", text(v)))
+        .collect();
+    if !params.is_empty() {
+        lines.push(format!("params {}", params.join(" ")));
+    }
+    let steps = l["steps"].as_array().cloned().unwrap_or_default();
+    let total = lines.len() + steps.len();
+    let mut index = 0;
+    let branch = |index: &mut usize| {
+        *index += 1;
+        if *index == total {
+            ("   └─ ", "      ")
+        } else {
+            ("   ├─ ", "   │  ")
+        }
+    };
+    for line in lines {
+        let (head, _) = branch(&mut index);
+        println!("{head}{line}");
+    }
+    for step in &steps {
+        let (head, rest) = branch(&mut index);
+        let mut line = format!(
+            "step {} ({}, {})",
+            text(&step["id"]),
+            text(&step["kind"]),
+            text(&step["state"])
+        );
+        if step["image"].is_string() {
+            line.push_str(&format!("  image sha256:{}", short(&step["image"])));
+        }
+        println!("{head}{line}");
+        for (path, sha) in step["artifacts"].as_object().into_iter().flatten() {
+            println!("{rest}artifact {path} sha256:{}", short(sha));
         }
     }
 }

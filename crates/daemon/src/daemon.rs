@@ -21,6 +21,9 @@ pub struct Loaded {
     pub path: PathBuf,
     /// The SHA-256 of its text, as stored.
     pub hash: String,
+    /// The git commit of the pipelines folder when it was loaded, if the
+    /// folder is in a git repository.
+    pub commit: Option<String>,
     /// Whether its text mentions `models` at all: a run of a pipeline that
     /// cannot read the registry spares reading it at creation.
     pub reads_models: bool,
@@ -204,6 +207,7 @@ impl Daemon {
         options: Options,
     ) -> Result<(Arc<Daemon>, Vec<String>), weir_store::Error> {
         let scan = load_pipelines(dir);
+        let commit = git_commit(dir);
         let problems = scan.problems;
         let mut pipelines = BTreeMap::new();
         for (pipeline, path, source) in scan.loaded {
@@ -211,6 +215,7 @@ impl Daemon {
             pipelines.insert(
                 pipeline.name.value.clone(),
                 Loaded {
+                    commit: commit.clone(),
                     reads_models: source.contains("models"),
                     pipeline,
                     path,
@@ -256,6 +261,7 @@ impl Daemon {
     /// validates keeps its last good version.
     pub async fn reload(&self) -> Result<Reload, weir_store::Error> {
         let scan = load_pipelines(&self.dir);
+        let commit = git_commit(&self.dir);
         let mut report = Reload {
             problems: scan.problems,
             ..Reload::default()
@@ -273,6 +279,7 @@ impl Daemon {
             next.insert(
                 name,
                 Loaded {
+                    commit: commit.clone(),
                     reads_models: source.contains("models"),
                     pipeline,
                     path,
@@ -460,6 +467,7 @@ impl Daemon {
         };
         let mut run = new_run(&loaded.pipeline, &id, trigger, params, event, models, now())
             .map_err(TriggerError::Params)?;
+        run.source_commit = loaded.commit.clone();
         let active: Vec<String> = self
             .lock_state()
             .running
@@ -642,6 +650,90 @@ impl Daemon {
             serde_json::json!({ "version": version, "from_version": before }),
         );
         Ok(before)
+    }
+
+    /// The lineage of `model@version`: the version (artifact hash,
+    /// metrics), the run that registered it (pipeline file hash, git
+    /// commit, params, trigger, the event that started it and the commit
+    /// it names), and every step that led to the register step with the
+    /// image it ran and the hashes of its declared artifacts.
+    pub async fn lineage(
+        &self,
+        model: &str,
+        version: i64,
+    ) -> Result<serde_json::Value, weir_store::Error> {
+        let registered = self.store.model_version(model, version).await?;
+        let run = self.store.load_run(&registered.run_id).await?;
+        let hash = self.store.run_pipeline_hash(&run.id).await?;
+        let source = self.store.pipeline_source(&hash).await?.unwrap_or_default();
+        let pipeline = weir_model::validate(&source).pipeline;
+        let target = run.step(&registered.step).map(|s| s.step);
+        let led_there = |step: usize| match (&pipeline, target) {
+            (Some(pipeline), Some(target)) => {
+                step == target || weir_model::Dag::new(pipeline).is_upstream(step, target)
+            }
+            _ => true,
+        };
+        let steps: Vec<serde_json::Value> = run
+            .steps
+            .iter()
+            .filter(|s| led_there(s.step))
+            .map(|s| {
+                let attempt = s
+                    .attempts
+                    .iter()
+                    .rev()
+                    .find(|a| a.state == weir_engine::AttemptState::Succeeded)
+                    .or_else(|| s.attempts.last());
+                let kind = pipeline
+                    .as_ref()
+                    .and_then(|p| p.steps.get(s.step))
+                    .map_or("step", |step| step.kind.name());
+                serde_json::json!({
+                    "id": s.id,
+                    "kind": kind,
+                    "state": s.state,
+                    "reason": s.reason,
+                    "attempt": attempt.map(|a| a.number),
+                    "image": attempt.and_then(|a| a.image.clone()),
+                    "artifacts": attempt.map(|a| a.artifacts.clone()).unwrap_or_default(),
+                    "outputs": attempt.map(|a| a.outputs.clone()).unwrap_or_default(),
+                    "metrics": attempt.map(|a| a.metrics.clone()).unwrap_or_default(),
+                })
+            })
+            .collect();
+        let event = self.store.run_event(&run.id).await?;
+        let event_commit = run
+            .event
+            .get("after")
+            .or_else(|| run.event.pointer("/head_commit/id"))
+            .and_then(serde_json::Value::as_str);
+        let params: BTreeMap<&str, &str> = run
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Ok(serde_json::json!({
+            "model": registered.model,
+            "version": registered.version,
+            "artifact": registered.artifact,
+            "sha256": registered.sha256,
+            "metrics": registered.metrics,
+            "registered_at": registered.created_at,
+            "run": {
+                "id": run.id,
+                "pipeline": run.pipeline,
+                "pipeline_hash": hash,
+                "source_commit": run.source_commit,
+                "trigger": run.trigger,
+                "retry_of": run.retry_of,
+                "params": params,
+                "event": event.map(|e| serde_json::json!({ "id": e.id, "kind": e.kind, "decision": e.decision })),
+                "event_commit": event_commit,
+                "created_at": run.created_at,
+            },
+            "steps": steps,
+        }))
     }
 
     /// Starts a new run that retries run `id` (finished) from the same
@@ -1028,6 +1120,20 @@ impl Daemon {
             }
         });
     }
+}
+
+/// The commit checked out in the git repository holding `dir`, if any
+/// (`git rev-parse HEAD`; no git, or not a repository: none).
+fn git_commit(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && commit.len() >= 40).then_some(commit)
 }
 
 /// Copies the folder `from` to `to` (absent `from`: nothing to copy).

@@ -132,7 +132,7 @@ pub enum DriveError {
 /// What attempt tasks report to the loop.
 enum Report {
     Started(usize, u32),
-    Exited(usize, u32, Outcome),
+    Exited(usize, u32, Box<Outcome>),
 }
 
 /// The current time, at the microsecond: PostgreSQL keeps no more, and a
@@ -303,7 +303,7 @@ pub async fn drive_with(
                     Some(Report::Exited(step, attempt, outcome)) => {
                         stops.remove(&(step, attempt));
                         options.load.release(&run.id, &granted(&run, step, attempt));
-                        queue.push_back(Event::Exited { step, attempt, outcome });
+                        queue.push_back(Event::Exited { step, attempt, outcome: *outcome });
                     }
                     None => queue.push_back(Event::Tick),
                 },
@@ -464,6 +464,36 @@ fn failed(error: String) -> Outcome {
     }
 }
 
+/// Adds the SHA-256 of each artifact the step declares to a successful
+/// outcome, for lineage; a declared artifact the step did not write fails it.
+async fn hash_artifacts(mut outcome: Outcome, attempt: &Attempt) -> Outcome {
+    let succeeded = outcome.error.is_none() && outcome.exit_code == Some(0);
+    if !succeeded || attempt.prepared.artifacts.is_empty() {
+        return outcome;
+    }
+    let work = attempt.work.clone();
+    let declared = attempt.prepared.artifacts.clone();
+    let hashed = tokio::task::spawn_blocking(move || {
+        declared
+            .into_iter()
+            .map(|path| match sha256_file(&work.join(&path)) {
+                Ok(sha) => Ok((path, sha)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                    "declared artifact '{path}' was not written to $WEIR_WORK/{path}"
+                )),
+                Err(e) => Err(format!("cannot hash artifact '{path}': {e}")),
+            })
+            .collect::<Result<std::collections::BTreeMap<_, _>, String>>()
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("cannot hash artifacts: {e}")));
+    match hashed {
+        Ok(artifacts) => outcome.artifacts = artifacts,
+        Err(error) => outcome.error = Some(error),
+    }
+    outcome
+}
+
 /// The SHA-256 of a file, hex, read in blocks.
 fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::Digest as _;
@@ -598,7 +628,7 @@ fn start(
                     ..Outcome::default()
                 },
             };
-            let _ = reports.send(Report::Exited(step, attempt, outcome)).await;
+            let _ = reports.send(Report::Exited(step, attempt, Box::new(outcome))).await;
         });
         return stop;
     }
@@ -657,7 +687,7 @@ fn start(
                     error: Some(error),
                     ..Outcome::default()
                 };
-                let _ = reports.send(Report::Exited(step, attempt, outcome)).await;
+                let _ = reports.send(Report::Exited(step, attempt, Box::new(outcome))).await;
                 return;
             }
         };
@@ -699,7 +729,8 @@ fn start(
         };
         let _ = announce.await;
         let _ = writer.await;
-        let _ = reports.send(Report::Exited(step, attempt, outcome)).await;
+        let outcome = hash_artifacts(outcome, &attempt_spec).await;
+        let _ = reports.send(Report::Exited(step, attempt, Box::new(outcome))).await;
     });
     stop
 }

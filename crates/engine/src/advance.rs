@@ -73,6 +73,9 @@ pub struct Outcome {
     pub outputs: Map<String, Json>,
     /// The image the attempt ran, resolved to its id (`sha256:…`), for lineage.
     pub image: Option<String>,
+    /// The SHA-256 of each declared artifact, by path, for lineage.
+    #[serde(default)]
+    pub artifacts: std::collections::BTreeMap<String, String>,
     /// A failure that is not the exit code: malformed outputs, a step that
     /// could not start, a timeout. Set means failed, whatever the exit code.
     pub error: Option<String>,
@@ -293,6 +296,7 @@ fn apply(run: &mut Run, pipeline: &Pipeline, event: Event, now: Time) -> Result<
             found.metrics = outcome.metrics;
             found.outputs = outcome.outputs;
             found.image = outcome.image;
+            found.artifacts = outcome.artifacts;
             let failure = match (&outcome.error, outcome.exit_code) {
                 (Some(error), _) => Some(error.clone()),
                 (None, Some(0)) => None,
@@ -703,6 +707,7 @@ fn schedule(
                     metrics: Map::new(),
                     outputs: Map::new(),
                     image: None,
+                    artifacts: Default::default(),
                     gpus: granted,
                     reason: None,
                 });

@@ -45,6 +45,7 @@ pub fn retry_run(
     )
     .map_err(|e| e.join("; "))?;
     run.retry_of = Some(original.id.clone());
+    run.source_commit = original.source_commit.clone();
     for instance in &mut run.steps {
         let Some(before) = original.step(&instance.id) else {
             continue;

@@ -165,6 +165,10 @@ pub struct Run {
     /// The run this one retries, when it is a retry.
     #[serde(default)]
     pub retry_of: Option<String>,
+    /// The git commit of the pipelines folder when the run was created, if
+    /// it is a git repository.
+    #[serde(default)]
+    pub source_commit: Option<String>,
 }
 
 /// Why a run is being stopped.
@@ -228,6 +232,9 @@ pub struct Attempt {
     pub outputs: Map<String, Json>,
     /// The image it ran, resolved to its id, for lineage.
     pub image: Option<String>,
+    /// The SHA-256 of each artifact the step declares, by path.
+    #[serde(default)]
+    pub artifacts: std::collections::BTreeMap<String, String>,
     /// The GPU device ids granted to it, released when it ends.
     #[serde(default)]
     pub gpus: Vec<String>,
@@ -318,6 +325,7 @@ pub fn new_run(
         stopping: None,
         steps,
         retry_of: None,
+        source_commit: None,
     })
 }
 

@@ -50,6 +50,7 @@ pub fn router(state: State) -> Router {
         .route("/models/{name}", get(model))
         .route("/models/{name}/history", get(model_history))
         .route("/models/{name}/versions/{version}", get(model_version))
+        .route("/models/{name}/versions/{version}/lineage", get(lineage))
         .route("/models/{name}/aliases/{alias}", post(promote))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
@@ -407,6 +408,13 @@ async fn model_version(
     Ok(Json(json!(
         state.daemon.store().model_version(&name, version).await?
     )))
+}
+
+async fn lineage(
+    Extract(state): Extract<State>,
+    Path((name, version)): Path<(String, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.daemon.lineage(&name, version).await?))
 }
 
 async fn model_history(

@@ -53,6 +53,20 @@ impl Store {
         Ok(id)
     }
 
+    /// The first event that names run `run_id` (the delivery or report that
+    /// started it), if any.
+    pub async fn run_event(&self, run_id: &str) -> Result<Option<EventRecord>, Error> {
+        let row = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, kind, pipeline, run_id, payload, decision, created_at FROM events WHERE run_id = $1 ORDER BY id LIMIT 1",
+            )
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
     /// The latest `limit` events, newest first.
     pub async fn events(&self, limit: i64) -> Result<Vec<EventRecord>, Error> {
         let rows = on_db!(&self.db, pool => {

@@ -57,6 +57,7 @@ struct RunRow {
     deadline: Option<DateTime<Utc>>,
     stopping: Option<String>,
     retry_of: Option<String>,
+    source_commit: Option<String>,
 }
 
 /// An event stored with the run it creates ([`Store::create_run_with_event`]).
@@ -108,6 +109,7 @@ struct AttemptRow {
     outputs: String,
     image: Option<String>,
     gpus: String,
+    artifacts: String,
     reason: Option<String>,
 }
 
@@ -140,6 +142,7 @@ fn run_row(run: &Run) -> RunRow {
         deadline: run.deadline,
         stopping: run.stopping.as_ref().map(json),
         retry_of: run.retry_of.clone(),
+        source_commit: run.source_commit.clone(),
     }
 }
 
@@ -174,12 +177,13 @@ fn attempt_row(step_idx: usize, attempt: &Attempt) -> AttemptRow {
         outputs: json(&attempt.outputs),
         image: attempt.image.clone(),
         gpus: json(&attempt.gpus),
+        artifacts: json(&attempt.artifacts),
         reason: attempt.reason.clone(),
     }
 }
 
-const UPSERT_RUN: &str = "INSERT INTO runs (id, pipeline, pipeline_hash, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+const UPSERT_RUN: &str = "INSERT INTO runs (id, pipeline, pipeline_hash, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of, source_commit) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
      ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, started_at = excluded.started_at, \
      finished_at = excluded.finished_at, deadline = excluded.deadline, stopping = excluded.stopping, models = excluded.models";
 
@@ -188,11 +192,11 @@ const UPSERT_STEP: &str = "INSERT INTO steps (run_id, idx, id, step, matrix, sta
      ON CONFLICT (run_id, idx) DO UPDATE SET state = excluded.state, reason = excluded.reason, not_before = excluded.not_before, \
      waiting_until = excluded.waiting_until, evidence = excluded.evidence, started_at = excluded.started_at, finished_at = excluded.finished_at";
 
-const UPSERT_ATTEMPT: &str = "INSERT INTO attempts (run_id, step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, image, gpus, reason) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+const UPSERT_ATTEMPT: &str = "INSERT INTO attempts (run_id, step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, image, gpus, reason, artifacts) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
      ON CONFLICT (run_id, step_idx, number) DO UPDATE SET state = excluded.state, started_at = excluded.started_at, \
      finished_at = excluded.finished_at, deadline = excluded.deadline, stopping = excluded.stopping, exit_code = excluded.exit_code, \
-     metrics = excluded.metrics, outputs = excluded.outputs, image = excluded.image, gpus = excluded.gpus, reason = excluded.reason";
+     metrics = excluded.metrics, outputs = excluded.outputs, image = excluded.image, gpus = excluded.gpus, reason = excluded.reason, artifacts = excluded.artifacts";
 
 /// The rows that differ between two states of a run (all of them when
 /// there is no earlier state).
@@ -340,6 +344,7 @@ impl Store {
                     .bind(r.deadline)
                     .bind(&r.stopping)
                     .bind(&r.retry_of)
+                    .bind(&r.source_commit)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -377,6 +382,7 @@ impl Store {
                     .bind(&a.image)
                     .bind(&a.gpus)
                     .bind(&a.reason)
+                    .bind(&a.artifacts)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -389,7 +395,7 @@ impl Store {
     pub async fn load_run(&self, id: &str) -> Result<Run, Error> {
         let (run, steps, attempts): (Option<RunRow>, Vec<StepRow>, Vec<AttemptRow>) = on_db!(&self.db, pool => {
             let run = sqlx::query_as(
-                "SELECT id, pipeline, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of FROM runs WHERE id = $1",
+                "SELECT id, pipeline, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of, source_commit FROM runs WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(pool)
@@ -401,7 +407,7 @@ impl Store {
             .fetch_all(pool)
             .await?;
             let attempts = sqlx::query_as(
-                "SELECT step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, image, gpus, reason FROM attempts WHERE run_id = $1 ORDER BY step_idx, number",
+                "SELECT step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, image, gpus, artifacts, reason FROM attempts WHERE run_id = $1 ORDER BY step_idx, number",
             )
             .bind(id)
             .fetch_all(pool)
@@ -448,6 +454,7 @@ impl Store {
                 outputs: parse_json(&a.outputs, "outputs")?,
                 image: a.image,
                 gpus: parse_json(&a.gpus, "attempt gpus")?,
+                artifacts: parse_json(&a.artifacts, "attempt artifacts")?,
                 reason: a.reason,
             });
         }
@@ -471,6 +478,7 @@ impl Store {
                 .transpose()?,
             steps: instances,
             retry_of: run.retry_of,
+            source_commit: run.source_commit,
         })
     }
 

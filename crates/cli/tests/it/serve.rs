@@ -1358,3 +1358,90 @@ fn the_audit_chain_records_what_happened_and_verifies_online_and_offline() {
         )
     );
 }
+
+#[test]
+fn lineage_leads_from_a_version_back_to_its_commit_params_and_artifact_hashes() {
+    use sha2::Digest as _;
+    let dir = setup(QUICK);
+    std::fs::remove_file(dir.path().join("pipelines/broken.yaml")).expect("rm");
+    std::fs::write(
+        dir.path().join("pipelines/lin.yaml"),
+        "name: lin\nparams: { rows: { default: \"10\" } }\ndefaults: { executor: process }\nsteps:\n  prepare:\n    run: seq ${{ params.rows }} > data.csv\n    artifacts: [data.csv]\n  train:\n    needs: [prepare]\n    run: wc -l < data.csv > model.bin\n    artifacts: [model.bin]\n  unrelated: { run: \"true\" }\n  register:\n    needs: [train]\n    register: { model: lin, artifact: model.bin }\n",
+    )
+    .expect("write");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir.path().join("pipelines"))
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "pipelines"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let daemon = serve(dir.path());
+    let id = trigger(dir.path(), &daemon, &["lin", "--param", "rows=5"]);
+    wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["lineage", "lin@1", "--output", "json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lineage: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let sha = |text: &str| hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    assert_eq!(lineage["sha256"], sha("5\n").as_str());
+    assert_eq!(lineage["run"]["id"], id.as_str());
+    assert_eq!(lineage["run"]["source_commit"], head.as_str());
+    assert_eq!(lineage["run"]["params"]["rows"], "5");
+    assert_eq!(lineage["run"]["trigger"], "manual");
+    let source = std::fs::read_to_string(dir.path().join("pipelines/lin.yaml")).expect("read");
+    assert_eq!(lineage["run"]["pipeline_hash"], sha(&source).as_str());
+    let steps: Vec<&str> = lineage["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        steps,
+        ["prepare", "train", "register"],
+        "only what led to the version"
+    );
+    assert_eq!(
+        lineage["steps"][0]["artifacts"]["data.csv"],
+        sha("1\n2\n3\n4\n5\n").as_str()
+    );
+    assert_eq!(
+        lineage["steps"][1]["artifacts"]["model.bin"],
+        sha("5\n").as_str()
+    );
+
+    let tree = stdout(&client(dir.path(), &daemon, &["lineage", "lin@1"]));
+    assert!(
+        tree.starts_with(&format!("lin@1  model.bin sha256:{}", &sha("5\n")[..12])),
+        "{tree}"
+    );
+    assert!(tree.contains(&format!("git {}", &head[..12])), "{tree}");
+    assert!(
+        tree.contains(&format!(
+            "artifact data.csv sha256:{}",
+            &sha("1\n2\n3\n4\n5\n")[..12]
+        )),
+        "{tree}"
+    );
+    assert!(tree.contains("params rows=5"), "{tree}");
+
+    let missing = client(dir.path(), &daemon, &["lineage", "lin@2"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("no model version 'lin@2'"),
+        "{}",
+        stderr(&missing)
+    );
+}
