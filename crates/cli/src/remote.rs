@@ -460,7 +460,7 @@ pub(crate) fn events(args: &RunsArgs) -> anyhow::Result<ExitCode> {
                 for event in events.as_array().into_iter().flatten() {
                     println!(
                         "{:<6} {:<8} {:<16} {:<30} {}",
-                        event["id"],
+                        event["id"].to_string(),
                         event["kind"].as_str().unwrap_or_default(),
                         event["pipeline"].as_str().unwrap_or("-"),
                         event["created_at"].as_str().unwrap_or_default(),

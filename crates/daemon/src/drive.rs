@@ -628,7 +628,9 @@ fn start(
                     ..Outcome::default()
                 },
             };
-            let _ = reports.send(Report::Exited(step, attempt, Box::new(outcome))).await;
+            let _ = reports
+                .send(Report::Exited(step, attempt, Box::new(outcome)))
+                .await;
         });
         return stop;
     }
@@ -687,7 +689,9 @@ fn start(
                     error: Some(error),
                     ..Outcome::default()
                 };
-                let _ = reports.send(Report::Exited(step, attempt, Box::new(outcome))).await;
+                let _ = reports
+                    .send(Report::Exited(step, attempt, Box::new(outcome)))
+                    .await;
                 return;
             }
         };
@@ -730,7 +734,9 @@ fn start(
         let _ = announce.await;
         let _ = writer.await;
         let outcome = hash_artifacts(outcome, &attempt_spec).await;
-        let _ = reports.send(Report::Exited(step, attempt, Box::new(outcome))).await;
+        let _ = reports
+            .send(Report::Exited(step, attempt, Box::new(outcome)))
+            .await;
     });
     stop
 }

@@ -90,6 +90,14 @@ impl Context {
             Some((op, left, right))
         });
         match parts {
+            // Short-circuited: the side that decided is the whole story
+            // (the other may not even be readable, as in `!has(x) || x > 1`).
+            Some(("||", left, _)) if self.eval(&left) == Ok(Json::Bool(true)) => {
+                self.explain(&left)
+            }
+            Some(("&&", left, _)) if self.eval(&left) == Ok(Json::Bool(false)) => {
+                self.explain(&left)
+            }
             Some(("&&" | "||", left, right)) => {
                 format!("{}, {}", self.explain(&left), self.explain(&right))
             }
@@ -332,6 +340,18 @@ mod tests {
         );
         let expr = Expr::compile("(steps.validate.metrics.accuracy < 0.9)").expect("compiles");
         assert_eq!(ctx.explain(&expr), "0.81 < 0.9 is true");
+        // A side that decides alone is the whole explanation: the other may
+        // not be readable (no production model yet).
+        let expr = Expr::compile(
+            "!has(models.churn.staging) || steps.validate.metrics.accuracy >= models.churn.staging.metrics.accuracy",
+        )
+        .expect("compiles");
+        assert_eq!(ctx.explain(&expr), "!has(models.churn.staging) is true");
+        let expr = Expr::compile(
+            "has(models.churn.staging) && models.churn.staging.metrics.accuracy > 0.5",
+        )
+        .expect("compiles");
+        assert_eq!(ctx.explain(&expr), "has(models.churn.staging) is false");
         let expr = Expr::compile("steps.validate.metrics.f1 > 0.5").expect("compiles");
         assert_eq!(
             ctx.explain(&expr),
