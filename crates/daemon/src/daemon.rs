@@ -29,6 +29,24 @@ pub struct Loaded {
     pub reads_models: bool,
 }
 
+impl Loaded {
+    fn new(
+        pipeline: Pipeline,
+        path: PathBuf,
+        hash: String,
+        source: &str,
+        commit: Option<String>,
+    ) -> Loaded {
+        Loaded {
+            reads_models: source.contains("models"),
+            pipeline,
+            path,
+            hash,
+            commit,
+        }
+    }
+}
+
 /// Why a trigger was refused.
 #[derive(Debug, Error)]
 pub enum TriggerError {
@@ -214,13 +232,7 @@ impl Daemon {
             let hash = store.save_pipeline(&pipeline.name.value, &source).await?;
             pipelines.insert(
                 pipeline.name.value.clone(),
-                Loaded {
-                    commit: commit.clone(),
-                    reads_models: source.contains("models"),
-                    pipeline,
-                    path,
-                    hash,
-                },
+                Loaded::new(pipeline, path, hash, &source, commit.clone()),
             );
         }
         let key =
@@ -278,13 +290,7 @@ impl Daemon {
             }
             next.insert(
                 name,
-                Loaded {
-                    commit: commit.clone(),
-                    reads_models: source.contains("models"),
-                    pipeline,
-                    path,
-                    hash,
-                },
+                Loaded::new(pipeline, path, hash, &source, commit.clone()),
             );
         }
         let mut pipelines = self.lock_pipelines();
