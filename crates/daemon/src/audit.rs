@@ -1,6 +1,7 @@
 //! What the daemon writes to the audit log: a writer task appends entries
 //! in the order they were recorded, signed with the daemon's key, so the
-//! places that record (some of them synchronous) never wait on it.
+//! places that record (some of them synchronous) never wait on it; entries
+//! that queue up while a commit runs share the next one.
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -18,29 +19,39 @@ struct Pending {
 /// The daemon's audit log writer.
 pub(crate) struct Auditor {
     queue: mpsc::UnboundedSender<Pending>,
-    public: VerifyingKey,
+    key: SigningKey,
 }
 
 impl Auditor {
     /// Starts the writer for `store` with `key`.
     pub(crate) fn start(store: Store, key: SigningKey) -> Auditor {
-        let public = key.verifying_key();
+        let signing = key.clone();
         let (queue, mut pending) = mpsc::unbounded_channel::<Pending>();
         tokio::spawn(async move {
-            while let Some(entry) = pending.recv().await {
-                let new = NewEntry {
-                    actor: &entry.actor,
-                    action: entry.action,
-                    subject: &entry.subject,
-                    payload: &entry.payload,
-                    at: entry.at,
-                };
-                if let Err(e) = store.append_audit(&key, &new).await {
-                    tracing::error!(error = %e, action = entry.action, subject = %entry.subject, "cannot append to the audit log");
+            let mut batch = Vec::new();
+            // Whatever queued up while the last commit ran goes in the next.
+            while pending.recv_many(&mut batch, 256).await > 0 {
+                let entries: Vec<NewEntry<'_>> = batch
+                    .iter()
+                    .map(|entry| NewEntry {
+                        actor: &entry.actor,
+                        action: entry.action,
+                        subject: &entry.subject,
+                        payload: &entry.payload,
+                        at: entry.at,
+                    })
+                    .collect();
+                if let Err(e) = store.append_audit_all(&key, &entries).await {
+                    tracing::error!(error = %e, entries = entries.len(), "cannot append to the audit log");
                 }
+                drop(entries);
+                batch.clear();
             }
         });
-        Auditor { queue, public }
+        Auditor {
+            queue,
+            key: signing,
+        }
     }
 
     /// Records that `actor` did `action` to `subject`.
@@ -56,6 +67,12 @@ impl Auditor {
 
     /// The key that verifies the entries.
     pub(crate) fn public_key(&self) -> VerifyingKey {
-        self.public
+        self.key.verifying_key()
+    }
+
+    /// The key that signs them, for entries appended in the transaction of
+    /// what they record.
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
     }
 }

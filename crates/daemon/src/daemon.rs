@@ -488,40 +488,40 @@ impl Daemon {
             ));
             run.finished_at = Some(now());
         }
-        match delivery {
-            None => self.store.create_run(&run, &loaded.hash).await?,
-            Some(delivery) => {
-                let decision = format!("triggered {id}");
-                let record = weir_store::NewEvent {
-                    kind: "webhook",
-                    pipeline: name,
-                    delivery,
-                    payload: &run.event,
-                    decision: &decision,
-                    at: run.created_at,
-                };
-                if let Err(existing) = self
-                    .store
-                    .create_run_with_event(&run, &loaded.hash, &record)
-                    .await?
-                {
-                    return Ok(Err(existing));
-                }
-            }
+        // The run, the delivery and the audit entry of the trigger commit
+        // together: none of them exists without the others.
+        let payload = serde_json::json!({
+            "pipeline": name,
+            "trigger": trigger,
+            "params": run.params.iter().cloned().collect::<BTreeMap<String, String>>(),
+            "pipeline_hash": loaded.hash,
+            "delivery": delivery.flatten(),
+        });
+        let entry = weir_store::NewEntry {
+            actor: actor.unwrap_or(trigger),
+            action: "run.triggered",
+            subject: &id,
+            payload: &payload,
+            at: run.created_at,
+        };
+        let decision = format!("triggered {id}");
+        let record = delivery.map(|delivery| weir_store::NewEvent {
+            kind: "webhook",
+            pipeline: name,
+            delivery,
+            payload: &run.event,
+            decision: &decision,
+            at: run.created_at,
+        });
+        let audit = Some((self.audit.key(), &entry));
+        if let Err(existing) = self
+            .store
+            .create_run_with(&run, &loaded.hash, record.as_ref(), audit)
+            .await?
+        {
+            return Ok(Err(existing));
         }
         tracing::info!(run = %id, pipeline = name, trigger, admission = ?admission, "run created");
-        self.audit.record(
-            actor.unwrap_or(trigger),
-            "run.triggered",
-            &id,
-            serde_json::json!({
-                "pipeline": name,
-                "trigger": trigger,
-                "params": run.params.iter().cloned().collect::<BTreeMap<String, String>>(),
-                "pipeline_hash": loaded.hash,
-                "delivery": delivery.flatten(),
-            }),
-        );
         match admission {
             Admission::Start => self.spawn(loaded.pipeline, id, Some(run.clone())),
             Admission::Queue => self

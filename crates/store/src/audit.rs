@@ -204,47 +204,24 @@ pub fn public_key(hex_text: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))
 }
 
-/// Serialises appends on PostgreSQL (SQLite's writers are serialised).
-const LOCK_AUDIT: &str = "SELECT pg_advisory_xact_lock(hashtextextended('weir.audit', 0))";
-
-impl Store {
-    /// Appends an entry, chained to the last one and signed with `key`.
-    pub async fn append_audit(
-        &self,
-        key: &SigningKey,
-        new: &NewEntry<'_>,
-    ) -> Result<AuditEntry, Error> {
-        let is_pg = matches!(self.db, Db::Postgres(_));
-        let payload = canonical(new.payload).to_string();
-        // The database keeps microseconds; the hash must cover what it keeps.
-        let at = chrono::DurationRound::duration_trunc(new.at, chrono::TimeDelta::microseconds(1))
-            .unwrap_or(new.at);
-        let entry = on_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            if is_pg {
-                sqlx::query(LOCK_AUDIT).execute(&mut *tx).await?;
-            }
-            let last: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let (seq, prev_hash) = match last {
-                Some((seq, hash)) => (seq + 1, hash),
-                None => (1, GENESIS.to_owned()),
-            };
-            let hash = entry_hash(seq, at, new.actor, new.action, new.subject, &payload, &prev_hash);
-            let signature = hex::encode(key.sign(hash.as_bytes()).to_bytes());
-            let entry = AuditEntry {
-                seq,
-                at,
-                actor: new.actor.to_owned(),
-                action: new.action.to_owned(),
-                subject: new.subject.to_owned(),
-                payload: payload.clone(),
-                prev_hash,
-                hash,
-                signature,
-            };
+/// Appends `$entries` inside write transaction `$tx`, after the last entry
+/// (taking the audit lock first on PostgreSQL); evaluates to the entries
+/// as stored. A macro so it serves both databases and any transaction
+/// that also writes other rows (a run and the entry of its trigger).
+macro_rules! append_in {
+    ($tx:ident, $is_pg:expr, $key:expr, $entries:expr) => {{
+        if $is_pg {
+            sqlx::query($crate::audit::LOCK_AUDIT).execute(&mut *$tx).await?;
+        }
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *$tx)
+                .await?;
+        let (mut seq, mut prev_hash) = last.unwrap_or((0, $crate::audit::GENESIS.to_owned()));
+        let mut appended = Vec::with_capacity($entries.len());
+        for new in $entries {
+            seq += 1;
+            let entry = $crate::audit::sealed($key, seq, new, std::mem::take(&mut prev_hash));
             sqlx::query(
                 "INSERT INTO audit (seq, at, actor, action, subject, payload, prev_hash, hash, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
@@ -257,12 +234,87 @@ impl Store {
             .bind(&entry.prev_hash)
             .bind(&entry.hash)
             .bind(&entry.signature)
-            .execute(&mut *tx)
+            .execute(&mut *$tx)
             .await?;
+            prev_hash.clone_from(&entry.hash);
+            appended.push(entry);
+        }
+        appended
+    }};
+}
+pub(crate) use append_in;
+
+/// Entry `seq` for `new`, after `prev_hash`: hashed and signed.
+pub(crate) fn sealed(
+    key: &SigningKey,
+    seq: i64,
+    new: &NewEntry<'_>,
+    prev_hash: String,
+) -> AuditEntry {
+    let payload = canonical(new.payload).to_string();
+    // The databases keep microseconds; the hash must cover what they keep.
+    let at = chrono::DurationRound::duration_trunc(new.at, chrono::TimeDelta::microseconds(1))
+        .unwrap_or(new.at);
+    let hash = entry_hash(
+        seq,
+        at,
+        new.actor,
+        new.action,
+        new.subject,
+        &payload,
+        &prev_hash,
+    );
+    let signature = hex::encode(key.sign(hash.as_bytes()).to_bytes());
+    AuditEntry {
+        seq,
+        at,
+        actor: new.actor.to_owned(),
+        action: new.action.to_owned(),
+        subject: new.subject.to_owned(),
+        payload,
+        prev_hash,
+        hash,
+        signature,
+    }
+}
+
+/// Serialises appends on PostgreSQL (SQLite's writers are serialised).
+pub(crate) const LOCK_AUDIT: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('weir.audit', 0))";
+
+impl Store {
+    /// Appends an entry, chained to the last one and signed with `key`.
+    pub async fn append_audit(
+        &self,
+        key: &SigningKey,
+        new: &NewEntry<'_>,
+    ) -> Result<AuditEntry, Error> {
+        let mut appended = self
+            .append_audit_all(key, std::slice::from_ref(new))
+            .await?;
+        appended
+            .pop()
+            .ok_or_else(|| Error::Corrupt("an append wrote no entry".to_owned()))
+    }
+
+    /// Appends entries in order, in one transaction (a busy daemon's
+    /// entries share a commit), each chained to the one before.
+    pub async fn append_audit_all(
+        &self,
+        key: &SigningKey,
+        entries: &[NewEntry<'_>],
+    ) -> Result<Vec<AuditEntry>, Error> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let is_pg = matches!(self.db, Db::Postgres(_));
+        let appended = on_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let appended = append_in!(tx, is_pg, key, entries);
             tx.commit().await?;
-            entry
+            appended
         });
-        Ok(entry)
+        Ok(appended)
     }
 
     /// The entries after `after` (0: all), in order, at most `limit`.

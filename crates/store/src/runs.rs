@@ -60,7 +60,7 @@ struct RunRow {
     source_commit: Option<String>,
 }
 
-/// An event stored with the run it creates ([`Store::create_run_with_event`]).
+/// An event stored with the run it creates ([`Store::create_run_with`]).
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     /// `webhook`, `drift`, …
@@ -263,22 +263,29 @@ impl Store {
     /// Stores a new run of the pipeline version `pipeline_hash`, with all
     /// its step instances.
     pub async fn create_run(&self, run: &Run, pipeline_hash: &str) -> Result<(), Error> {
-        self.write(None, run, pipeline_hash, None).await.map(drop)
+        self.write(None, run, pipeline_hash, None, None)
+            .await
+            .map(drop)
     }
 
-    /// Stores a new run with the event that caused it, in one transaction
-    /// (a webhook delivery costs one commit). When the event's delivery id
-    /// was taken before, nothing is written and the answer is the run that
-    /// delivery created (`None` while it is still being handled).
-    pub async fn create_run_with_event(
+    /// Stores a new run with the event that caused it and the audit entry
+    /// of its trigger, in one transaction (a webhook delivery costs one
+    /// commit). When the event's delivery id was taken before, nothing is
+    /// written and the answer is the run that delivery created (`None`
+    /// while it is still being handled).
+    pub async fn create_run_with(
         &self,
         run: &Run,
         pipeline_hash: &str,
-        event: &NewEvent<'_>,
+        event: Option<&NewEvent<'_>>,
+        audit: Option<(&ed25519_dalek::SigningKey, &crate::NewEntry<'_>)>,
     ) -> Result<Result<(), Option<String>>, Error> {
-        if self.write(None, run, pipeline_hash, Some(event)).await? {
+        if self.write(None, run, pipeline_hash, event, audit).await? {
             return Ok(Ok(()));
         }
+        let Some(event) = event else {
+            return Ok(Err(None));
+        };
         let existing: Option<(Option<String>,)> = on_db!(&self.db, pool => {
             sqlx::query_as("SELECT run_id FROM events WHERE pipeline = $1 AND delivery = $2")
                 .bind(event.pipeline)
@@ -292,18 +299,23 @@ impl Store {
     /// Commits what changed from `before` to `after` (the same run), in one
     /// transaction: the engine's decisions are durable once this returns.
     pub async fn save_run(&self, before: &Run, after: &Run) -> Result<(), Error> {
-        self.write(Some(before), after, "", None).await.map(drop)
+        self.write(Some(before), after, "", None, None)
+            .await
+            .map(drop)
     }
 
-    /// Writes the changes, and `event` first when given; false when the
-    /// event's delivery id was taken, and then nothing is written.
+    /// Writes the changes, with `event` and the `audit` entry when given;
+    /// false when the event's delivery id was taken, and then nothing is
+    /// written.
     async fn write(
         &self,
         before: Option<&Run>,
         after: &Run,
         pipeline_hash: &str,
         event: Option<&NewEvent<'_>>,
+        audit: Option<(&ed25519_dalek::SigningKey, &crate::NewEntry<'_>)>,
     ) -> Result<bool, Error> {
+        let is_pg = matches!(self.db, crate::Db::Postgres(_));
         let changes = changes(before, after);
         if changes.run.is_none() && changes.steps.is_empty() && changes.attempts.is_empty() {
             return Ok(true);
@@ -326,6 +338,9 @@ impl Store {
                 if inserted.is_none() {
                     return Ok(false);
                 }
+            }
+            if let Some((key, entry)) = audit {
+                crate::audit::append_in!(tx, is_pg, key, std::slice::from_ref(entry));
             }
             if let Some(r) = &changes.run {
                 sqlx::query(UPSERT_RUN)

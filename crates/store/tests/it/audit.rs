@@ -57,6 +57,30 @@ async fn a_chain_verifies_and_each_kind_of_tampering_is_found_at_its_entry() {
         assert_eq!(read[1].prev_hash, read[0].hash);
         assert_eq!(read[4].hash, appended[4].hash, "{db}: read back as written");
         assert_eq!(verify(&read, &key.verifying_key()), Ok(5), "{db}");
+        // Entries appended together chain the same way, in order.
+        let payload = json!({});
+        let batch: Vec<NewEntry<'_>> = ["a", "b", "c"]
+            .iter()
+            .map(|subject| NewEntry {
+                actor: "weir",
+                action: "pipeline.loaded",
+                subject,
+                payload: &payload,
+                at: at(9),
+            })
+            .collect();
+        let appended = store
+            .append_audit_all(&key, &batch)
+            .await
+            .expect("appended");
+        assert_eq!(
+            appended.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [6, 7, 8],
+            "{db}"
+        );
+        let all = store.audit_entries(0, 100).await.expect("read");
+        assert_eq!(verify(&all, &key.verifying_key()), Ok(8), "{db}");
+        sql(&store, "DELETE FROM audit WHERE seq > 5").await;
         assert_eq!(store.audit_entries(3, 100).await.expect("read").len(), 2);
 
         // The wrong public key fails at the first entry.

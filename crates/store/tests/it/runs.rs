@@ -270,15 +270,40 @@ async fn a_delivery_and_its_run_commit_together_and_a_replay_writes_nothing() {
         };
         let run =
             |id| new_run(&p, id, "webhook", &[], payload.clone(), json!({}), at(0)).expect("run");
+        let key = weir_store::SigningKey::from_bytes(&[3; 32]);
+        let entry = |subject| weir_store::NewEntry {
+            actor: "webhook",
+            action: "run.triggered",
+            subject,
+            payload: &payload,
+            at: at(0),
+        };
         let first = store
-            .create_run_with_event(&run("r1"), &hash, &event(Some("d-1")))
+            .create_run_with(
+                &run("r1"),
+                &hash,
+                Some(&event(Some("d-1"))),
+                Some((&key, &entry("r1"))),
+            )
             .await
             .expect("stored");
         assert_eq!(first, Ok(()), "{db}");
         let replay = store
-            .create_run_with_event(&run("r2"), &hash, &event(Some("d-1")))
+            .create_run_with(
+                &run("r2"),
+                &hash,
+                Some(&event(Some("d-1"))),
+                Some((&key, &entry("r2"))),
+            )
             .await
             .expect("answered");
+        let audit = store.audit_entries(0, 10).await.expect("audit");
+        assert_eq!(
+            audit.len(),
+            1,
+            "{db}: the trigger's entry committed with its run, the replay's not at all"
+        );
+        assert_eq!(audit[0].subject, "r1");
         assert_eq!(
             replay,
             Err(Some("r1".to_owned())),
@@ -291,7 +316,7 @@ async fn a_delivery_and_its_run_commit_together_and_a_replay_writes_nothing() {
         // Without a delivery id every event is new.
         for id in ["r3", "r4"] {
             let stored = store
-                .create_run_with_event(&run(id), &hash, &event(None))
+                .create_run_with(&run(id), &hash, Some(&event(None)), None)
                 .await
                 .expect("stored");
             assert_eq!(stored, Ok(()), "{db}");
