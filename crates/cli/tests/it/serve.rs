@@ -1437,6 +1437,46 @@ fn lineage_leads_from_a_version_back_to_its_commit_params_and_artifact_hashes() 
     );
     assert!(tree.contains("params rows=5"), "{tree}");
 
+    let out = client(dir.path(), &daemon, &["lineage", "lin@1", "--openlineage"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let event: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(event["eventType"], "COMPLETE");
+    let run_id = event["run"]["runId"].as_str().expect("runId");
+    assert_eq!(
+        run_id.replace('-', ""),
+        id,
+        "the run id as a hyphenated UUID"
+    );
+    assert_eq!(event["job"]["name"], "lin");
+    assert_eq!(event["outputs"][0]["name"], "lin@1");
+    assert_eq!(
+        event["outputs"][0]["facets"]["weir_model_version"]["sha256"],
+        sha("5\n").as_str()
+    );
+    let inputs: Vec<(&str, &str)> = event["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap_or(""),
+                i["facets"]["weir_artifact"]["sha256"]
+                    .as_str()
+                    .unwrap_or(""),
+            )
+        })
+        .collect();
+    let data_sha = sha("1\n2\n3\n4\n5\n");
+    let data_name = format!("runs/{id}/work/data.csv");
+    assert!(
+        inputs.contains(&(data_name.as_str(), data_sha.as_str())),
+        "{inputs:?}"
+    );
+    assert_eq!(
+        event["run"]["facets"]["weir_run"]["source_commit"],
+        head.as_str()
+    );
+
     let missing = client(dir.path(), &daemon, &["lineage", "lin@2"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(
