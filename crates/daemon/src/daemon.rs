@@ -15,8 +15,9 @@ use weir_store::Store;
 /// A pipeline file the daemon serves.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    /// The validated pipeline.
-    pub pipeline: Pipeline,
+    /// The validated pipeline, shared by the runs started from it (a
+    /// trigger, a scheduler tick or a webhook copies a pointer, not it).
+    pub pipeline: Arc<Pipeline>,
     /// Its file.
     pub path: PathBuf,
     /// The SHA-256 of its text, as stored.
@@ -39,7 +40,7 @@ impl Loaded {
     ) -> Loaded {
         Loaded {
             reads_models: source.contains("models"),
-            pipeline,
+            pipeline: Arc::new(pipeline),
             path,
             hash,
             commit,
@@ -261,7 +262,7 @@ impl Daemon {
                 continue;
             };
             if let Some(pipeline) = weir_model::validate(&source).pipeline {
-                daemon.spawn(pipeline, run.id, None);
+                daemon.spawn(Arc::new(pipeline), run.id, None);
             }
         }
         Ok((daemon, problems))
@@ -781,7 +782,7 @@ impl Daemon {
                 "pipeline_hash": hash,
             }),
         );
-        self.spawn(pipeline, new_id, Some(run.clone()));
+        self.spawn(Arc::new(pipeline), new_id, Some(run.clone()));
         Ok(run)
     }
 
@@ -1084,7 +1085,7 @@ impl Daemon {
     /// Drives run `id` in a task (`known`: the run as just committed, which
     /// spares reading it back); when it ends, the pipeline's next queued
     /// run starts.
-    fn spawn(self: &Arc<Self>, pipeline: Pipeline, id: String, known: Option<Run>) {
+    fn spawn(self: &Arc<Self>, pipeline: Arc<Pipeline>, id: String, known: Option<Run>) {
         let (control, inbox) = mpsc::channel::<Control>(16);
         let name = pipeline.name.value.clone();
         self.lock_state()

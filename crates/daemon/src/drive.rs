@@ -420,13 +420,15 @@ async fn register_version(store: &Store, new: Registration) -> Outcome {
     let sha256 = match hashed {
         Ok(Ok(sha256)) => sha256,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return failed(format!(
+            return Outcome::failed(format!(
                 "artifact '{}' not found in the run's work folder: the steps before this one must write $WEIR_WORK/{}",
                 new.artifact, new.artifact
             ));
         }
-        Ok(Err(e)) => return failed(format!("cannot read artifact '{}': {e}", new.artifact)),
-        Err(e) => return failed(format!("cannot read artifact '{}': {e}", new.artifact)),
+        Ok(Err(e)) => {
+            return Outcome::failed(format!("cannot read artifact '{}': {e}", new.artifact));
+        }
+        Err(e) => return Outcome::failed(format!("cannot read artifact '{}': {e}", new.artifact)),
     };
     let version = weir_store::NewVersion {
         model: &new.model,
@@ -453,14 +455,7 @@ async fn register_version(store: &Store, new: Registration) -> Outcome {
                 ..Outcome::default()
             }
         }
-        Err(e) => failed(format!("cannot register {}: {e}", new.model)),
-    }
-}
-
-fn failed(error: String) -> Outcome {
-    Outcome {
-        error: Some(error),
-        ..Outcome::default()
+        Err(e) => Outcome::failed(format!("cannot register {}: {e}", new.model)),
     }
 }
 
@@ -623,10 +618,7 @@ fn start(
             let _ = reports.send(Report::Started(step, attempt)).await;
             let outcome = match new {
                 Ok(new) => register_version(&store, new).await,
-                Err(error) => Outcome {
-                    error: Some(error),
-                    ..Outcome::default()
-                },
+                Err(error) => Outcome::failed(error),
             };
             let _ = reports
                 .send(Report::Exited(step, attempt, Box::new(outcome)))
@@ -685,10 +677,7 @@ fn start(
         let attempt_spec = match launch {
             Ok(spec) => spec,
             Err(error) => {
-                let outcome = Outcome {
-                    error: Some(error),
-                    ..Outcome::default()
-                };
+                let outcome = Outcome::failed(error);
                 let _ = reports
                     .send(Report::Exited(step, attempt, Box::new(outcome)))
                     .await;

@@ -81,6 +81,16 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+impl Outcome {
+    /// An attempt that failed for `error`, with nothing else known.
+    pub fn failed(error: impl Into<String>) -> Outcome {
+        Outcome {
+            error: Some(error.into()),
+            ..Outcome::default()
+        }
+    }
+}
+
 /// What the caller must do, after committing the changed run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

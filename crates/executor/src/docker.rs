@@ -86,16 +86,12 @@ impl DockerExecutor {
         mut stop: watch::Receiver<Option<String>>,
         started: oneshot::Sender<()>,
     ) -> Outcome {
-        let failed = |error: String| Outcome {
-            error: Some(error),
-            ..Outcome::default()
-        };
         let Some(image) = attempt.prepared.image.clone() else {
-            return failed("a docker step needs an image".to_owned());
+            return Outcome::failed("a docker step needs an image");
         };
         for dir in [&attempt.work, &attempt.out] {
             if let Err(e) = std::fs::create_dir_all(dir) {
-                return failed(format!("cannot create {}: {e}", dir.display()));
+                return Outcome::failed(format!("cannot create {}: {e}", dir.display()));
             }
         }
         let image_id = match self
@@ -103,15 +99,15 @@ impl DockerExecutor {
             .await
         {
             Ok(id) => id,
-            Err(error) => return failed(error),
+            Err(error) => return Outcome::failed(error),
         };
         let name = container_name(&attempt.run_id, &attempt.step, attempt.number);
         if let Err(e) = self.create(&name, &image, attempt, labels).await {
-            return failed(format!("cannot create container {name}: {e}"));
+            return Outcome::failed(format!("cannot create container {name}: {e}"));
         }
         if let Err(e) = self.docker.start_container(&name, None).await {
             self.remove(&name).await;
-            return failed(format!("cannot start container {name}: {e}"));
+            return Outcome::failed(format!("cannot start container {name}: {e}"));
         }
         let _ = started.send(());
         let outcome = self.follow(&name, attempt, logs, &mut stop, 0).await;
@@ -305,10 +301,7 @@ impl DockerExecutor {
             // A non-zero exit comes back as this error, with the code.
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code as i32),
             Some(Err(e)) => {
-                return Outcome {
-                    error: Some(format!("lost track of container {name}: {e}")),
-                    ..Outcome::default()
-                };
+                return Outcome::failed(format!("lost track of container {name}: {e}"));
             }
             None => None,
         };
@@ -389,10 +382,7 @@ impl DockerExecutor {
         let container = match self.docker.inspect_container(name, None).await {
             Ok(container) => container,
             Err(e) => {
-                return Outcome {
-                    error: Some(format!("container {name} vanished: {e}")),
-                    ..Outcome::default()
-                };
+                return Outcome::failed(format!("container {name} vanished: {e}"));
             }
         };
         let created_only = container
@@ -401,10 +391,7 @@ impl DockerExecutor {
             .and_then(|s| s.status)
             .is_some_and(|s| s.to_string() == "created");
         if created_only && let Err(e) = self.docker.start_container(name, None).await {
-            return Outcome {
-                error: Some(format!("cannot start container {name}: {e}")),
-                ..Outcome::default()
-            };
+            return Outcome::failed(format!("cannot start container {name}: {e}"));
         }
         let _ = started.send(());
         let outcome = self.follow(name, attempt, logs, &mut stop, skip).await;

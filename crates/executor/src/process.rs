@@ -25,18 +25,14 @@ pub async fn run_process(
     mut stop: watch::Receiver<Option<String>>,
     started: oneshot::Sender<()>,
 ) -> Outcome {
-    let failed = |error: String| Outcome {
-        error: Some(error),
-        ..Outcome::default()
-    };
     for dir in [&attempt.work, &attempt.out] {
         if let Err(e) = std::fs::create_dir_all(dir) {
-            return failed(format!("cannot create {}: {e}", dir.display()));
+            return Outcome::failed(format!("cannot create {}: {e}", dir.display()));
         }
     }
     let argv = attempt.prepared.command.argv();
     let Some((program, args)) = argv.split_first() else {
-        return failed("nothing to run: the command is empty".to_owned());
+        return Outcome::failed("nothing to run: the command is empty");
     };
     let mut command = Command::new(program);
     command
@@ -57,7 +53,7 @@ pub async fn run_process(
     command.envs(attempt.env(&attempt.work, &attempt.out));
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return failed(format!("cannot start '{program}': {e}")),
+        Err(e) => return Outcome::failed(format!("cannot start '{program}': {e}")),
     };
     let _ = started.send(());
     let group = child.id().map(|id| Pid::from_raw(id as i32));
@@ -113,7 +109,7 @@ pub async fn run_process(
     }
     let status = match status {
         Ok(status) => status,
-        Err(e) => return failed(format!("lost track of the process: {e}")),
+        Err(e) => return Outcome::failed(format!("lost track of the process: {e}")),
     };
     let exit_code = status.code().or_else(|| {
         use std::os::unix::process::ExitStatusExt;

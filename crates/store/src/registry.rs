@@ -308,19 +308,31 @@ impl Store {
     /// The registry as expressions read it (`models.<name>.<alias>` and
     /// `models.<name>.latest`, each with `version` and `metrics`).
     pub async fn registry_view(&self) -> Result<serde_json::Value, Error> {
+        // One query: it runs at the creation of every run that reads models.
+        let rows: Vec<(String, String, i64, String)> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT v.model, 'latest', v.version, v.metrics FROM model_versions v \
+                 WHERE v.version = (SELECT MAX(w.version) FROM model_versions w WHERE w.model = v.model) \
+                 UNION ALL \
+                 SELECT a.model, a.alias, v.version, v.metrics FROM model_aliases a \
+                 JOIN model_versions v ON v.model = a.model AND v.version = a.version",
+            )
+            .fetch_all(pool)
+            .await?
+        });
         let mut view = serde_json::Map::new();
-        for summary in self.models().await? {
-            let mut entry = serde_json::Map::new();
-            let mut wanted = vec![("latest".to_owned(), summary.latest)];
-            wanted.extend(summary.aliases.iter().cloned());
-            for (name, version) in wanted {
-                let v = self.model_version(&summary.model, version).await?;
+        for (model, name, version, metrics) in rows {
+            let metrics: serde_json::Value = serde_json::from_str(&metrics)
+                .map_err(|e| Error::Corrupt(format!("model metrics: {e}")))?;
+            let entry = view
+                .entry(model)
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if let serde_json::Value::Object(entry) = entry {
                 entry.insert(
                     name,
-                    serde_json::json!({ "version": v.version, "metrics": v.metrics }),
+                    serde_json::json!({ "version": version, "metrics": metrics }),
                 );
             }
-            view.insert(summary.model, serde_json::Value::Object(entry));
         }
         Ok(serde_json::Value::Object(view))
     }
