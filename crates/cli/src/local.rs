@@ -9,9 +9,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use weir_daemon::{Change, Options};
+use weir_daemon::{Change, Docker, Executors, Options};
 use weir_engine::{Run, RunState, StepState};
-use weir_executor::DockerExecutor;
 use weir_model::Pipeline;
 use weir_model::pipeline::{Executor, StepKind};
 use weir_store::Store;
@@ -129,15 +128,8 @@ impl Settings {
     /// that need it fail with a clear reason otherwise), the GPUs given or
     /// found.
     pub(crate) async fn daemon_options(&self) -> anyhow::Result<Options> {
-        let docker = match DockerExecutor::connect(self.keep_containers).await {
-            Ok(docker) => Some(docker),
-            Err(e) => {
-                tracing::warn!("{e}; docker steps will fail until the engine is back");
-                None
-            }
-        };
         let gpus = self.gpu_ids()?;
-        Ok(self.with(docker, gpus))
+        self.with(Docker::IfReachable, gpus).await
     }
 
     /// How to drive runs of `pipeline`: with a Docker engine when it has
@@ -147,15 +139,6 @@ impl Settings {
             .steps
             .iter()
             .any(|s| matches!(&s.kind, StepKind::Container(c) if c.executor == Executor::Docker));
-        let docker = if needs_docker {
-            Some(
-                DockerExecutor::connect(self.keep_containers)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e))?,
-            )
-        } else {
-            None
-        };
         let wants_gpus = pipeline
             .steps
             .iter()
@@ -165,28 +148,34 @@ impl Settings {
         } else {
             Vec::new()
         };
-        Ok(self.with(docker, gpus))
+        let docker = if needs_docker {
+            Docker::Required
+        } else {
+            Docker::Skip
+        };
+        self.with(docker, gpus).await
     }
 
     /// The host's GPU ids: the ones given, else what nvidia-smi reports.
     fn gpu_ids(&self) -> anyhow::Result<Vec<String>> {
-        Ok(weir_executor::inventory(self.gpus.as_deref())
-            .map_err(|e| anyhow::anyhow!(e))?
+        Ok(weir_executor::inventory(self.gpus.as_deref())?
             .into_iter()
             .map(|g| g.index)
             .collect())
     }
 
-    /// Options from these settings, with the engine and GPUs found.
-    fn with(&self, docker: Option<DockerExecutor>, gpus: Vec<String>) -> Options {
-        Options {
-            data: absolute(&self.data),
+    /// Options from these settings, with the executors and GPUs found.
+    async fn with(&self, docker: Docker, gpus: Vec<String>) -> anyhow::Result<Options> {
+        let data = absolute(&self.data);
+        let executors = Executors::connect(&data, docker, self.keep_containers).await?;
+        Ok(Options {
+            data,
             max_running: self.max_running,
             grace: Duration::from_secs(self.grace),
-            docker,
+            executors,
             gpus,
-            load: Default::default(),
-        }
+            usage: Default::default(),
+        })
     }
 }
 

@@ -10,8 +10,7 @@
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-use weir_daemon::{Options, drive, now};
-use weir_executor::DockerExecutor;
+use weir_daemon::{Docker, Executors, Options, drive, now};
 use weir_store::Store;
 
 const IMAGE: &str = "weir-test/busybox:latest";
@@ -22,7 +21,7 @@ async fn weir_runs(command: &str, n: usize) -> (Duration, Vec<Duration>) {
     let store = Store::connect(&format!("sqlite://{}/weir.db", dir.path().display()))
         .await
         .expect("store");
-    let docker = DockerExecutor::connect(false)
+    let executors = Executors::connect(dir.path(), Docker::Required, false)
         .await
         .expect("a Docker engine");
     let yaml = format!(
@@ -34,9 +33,9 @@ async fn weir_runs(command: &str, n: usize) -> (Duration, Vec<Duration>) {
         data: dir.path().to_owned(),
         max_running: 1,
         grace: Duration::from_secs(1),
-        docker: Some(docker),
+        executors,
         gpus: Vec::new(),
-        load: Default::default(),
+        usage: Default::default(),
     };
     let mut first_lines = Vec::new();
     let start = Instant::now();

@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use weir_daemon::{Options, drive, now};
+use weir_daemon::{Docker, Executors, Options, drive, now};
 use weir_store::Store;
 
 const ROUNDS: usize = 5;
@@ -92,9 +92,11 @@ async fn weir(yaml: &str, max_running: usize) -> Duration {
         data: dir.path().to_owned(),
         max_running,
         grace: Duration::from_secs(1),
-        docker: None,
+        executors: Executors::connect(dir.path(), Docker::Skip, false)
+            .await
+            .expect("executors"),
         gpus: Vec::new(),
-        load: Default::default(),
+        usage: Default::default(),
     };
     let start = Instant::now();
     let done = drive(

@@ -61,7 +61,7 @@ impl Auditor {
             action,
             subject: subject.to_owned(),
             payload,
-            at: crate::drive::now(),
+            at: crate::clock::now(),
         });
     }
 

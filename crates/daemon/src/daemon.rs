@@ -2,7 +2,9 @@
 //! runs under each pipeline's `concurrency`, cancelling them, and driving
 //! every unfinished run after a restart.
 
-use crate::drive::{Control, Options, drive_with, now};
+use crate::clock::now;
+use crate::config::Options;
+use crate::drive::{Control, drive_with};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -350,8 +352,8 @@ impl Daemon {
     pub fn load(&self) -> (usize, usize, usize) {
         let queued = self.lock_state().queued.values().map(VecDeque::len).sum();
         (
-            self.options.load.running(),
-            self.options.load.gpus_held(),
+            self.options.usage.running(),
+            self.options.usage.gpus_held(),
             queued,
         )
     }

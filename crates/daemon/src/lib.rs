@@ -6,11 +6,19 @@
 //! here: HTTP, formatting for people (the CLI's), the rules of the state
 //! machine (the engine's).
 
+mod attempt;
 mod audit;
+mod clock;
+mod config;
 mod daemon;
 mod drive;
+mod load;
+mod register;
 
+pub use clock::now;
+pub use config::{Docker, Executors, Options};
 pub use daemon::{
     CATCHUP_CAP, Daemon, DecideError, Delivered, Loaded, Reload, Scan, TriggerError, load_pipelines,
 };
-pub use drive::{Change, Control, DriveError, Load, Options, drive, drive_with, now};
+pub use drive::{Change, Control, DriveError, drive, drive_with};
+pub use load::Usage;

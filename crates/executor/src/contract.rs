@@ -2,78 +2,97 @@
 //! run's work folder and the attempt's out folder, and the `metrics.json`
 //! and `outputs.json` read back after exit.
 
+use crate::executor::{Exit, Launch, Object};
 use serde_json::{Map, Value as Json};
-use std::path::{Path, PathBuf};
-use weir_engine::Prepared;
-
-/// A flat JSON object, as `metrics.json` and `outputs.json` hold.
-pub type Object = Map<String, Json>;
+use std::path::Path;
 
 /// Largest `metrics.json` or `outputs.json` weir reads, in bytes.
 pub const OUTPUT_LIMIT: u64 = 1024 * 1024;
 
-/// One attempt to run, with everything an executor needs.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    /// The run's id.
-    pub run_id: String,
-    /// The pipeline's name.
-    pub pipeline: String,
-    /// The step instance's id (`train[lr=0.1]`).
-    pub step: String,
-    /// The attempt's number, from 1.
-    pub number: u32,
-    /// The run's params.
-    pub params: Vec<(String, String)>,
-    /// The rendered program, env and resources.
-    pub prepared: Prepared,
-    /// The run's workspace, shared by its steps.
-    pub work: PathBuf,
-    /// This attempt's output folder.
-    pub out: PathBuf,
-    /// Secret names with their values, from the daemon's environment.
-    pub secrets: Vec<(String, String)>,
-    /// GPU device ids granted to the attempt.
-    pub gpus: Vec<String>,
-    /// How long a stopped step may take to exit after SIGTERM.
-    pub grace: std::time::Duration,
-}
-
-impl Attempt {
+impl Launch {
     /// The environment the step sees, where `work` and `out` are the paths
     /// the step sees them at. Later entries win over earlier ones.
-    pub fn env(&self, work: &Path, out: &Path) -> Vec<(String, String)> {
+    pub fn contract_env(&self, work: &Path, out: &Path) -> Vec<(String, String)> {
         let mut env = vec![
-            ("WEIR_RUN_ID".to_owned(), self.run_id.clone()),
+            ("WEIR_RUN_ID".to_owned(), self.key.run.clone()),
             ("WEIR_PIPELINE".to_owned(), self.pipeline.clone()),
             ("WEIR_STEP".to_owned(), self.step.clone()),
-            ("WEIR_ATTEMPT".to_owned(), self.number.to_string()),
+            ("WEIR_ATTEMPT".to_owned(), self.key.attempt.to_string()),
             ("WEIR_WORK".to_owned(), work.display().to_string()),
             ("WEIR_OUT".to_owned(), out.display().to_string()),
         ];
         for (name, value) in &self.params {
             env.push((format!("WEIR_PARAM_{}", name.to_uppercase()), value.clone()));
         }
-        env.extend(self.prepared.env.iter().cloned());
+        env.extend(self.env.iter().cloned());
         env.extend(self.secrets.iter().cloned());
         env
     }
 }
 
-/// The outcome of an attempt that exited with `exit_code`: its metrics and
+/// What is wrong with `metrics.json` or `outputs.json`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputError {
+    /// The file could not be read.
+    #[error("{name}: {reason}")]
+    Unreadable {
+        /// `metrics.json` or `outputs.json`.
+        name: &'static str,
+        /// The IO error, as text.
+        reason: String,
+    },
+    /// It is larger than [`OUTPUT_LIMIT`].
+    #[error("{name} is {size} bytes; the limit is {OUTPUT_LIMIT} (1 MiB)")]
+    TooLarge {
+        /// The file.
+        name: &'static str,
+        /// Its size.
+        size: u64,
+    },
+    /// It is not JSON.
+    #[error("{name} is not valid JSON: {reason}")]
+    NotJson {
+        /// The file.
+        name: &'static str,
+        /// The parser's message.
+        reason: String,
+    },
+    /// It is JSON, but not an object.
+    #[error("{name} must be a JSON object of {kind}, like {{\"name\": …}}")]
+    NotObject {
+        /// The file.
+        name: &'static str,
+        /// `numbers` or `strings`.
+        kind: &'static str,
+    },
+    /// A value is of the wrong kind.
+    #[error("{name}: '{key}' is {value}, but every value must be one of the {kind}")]
+    BadValue {
+        /// The file.
+        name: &'static str,
+        /// The key.
+        key: String,
+        /// The value, as JSON.
+        value: String,
+        /// `numbers` or `strings`.
+        kind: &'static str,
+    },
+}
+
+/// The exit of an attempt that exited with `exit_code`: its metrics and
 /// outputs read from `out`, or the error that says which file is wrong.
-pub fn collect(exit_code: Option<i32>, out: &Path) -> weir_engine::Outcome {
+pub fn collect(exit_code: Option<i32>, out: &Path) -> Exit {
     match read_outputs(out) {
-        Ok((metrics, outputs)) => weir_engine::Outcome {
+        Ok((metrics, outputs)) => Exit {
             exit_code,
             metrics,
             outputs,
-            ..weir_engine::Outcome::default()
+            ..Exit::default()
         },
-        Err(error) => weir_engine::Outcome {
+        Err(error) => Exit {
             exit_code,
-            error: Some(error),
-            ..weir_engine::Outcome::default()
+            error: Some(error.to_string()),
+            ..Exit::default()
         },
     }
 }
@@ -81,7 +100,7 @@ pub fn collect(exit_code: Option<i32>, out: &Path) -> weir_engine::Outcome {
 /// Reads `metrics.json` (a flat object of numbers) and `outputs.json` (a
 /// flat object of strings) from `out`; either may be absent. The error
 /// says which file is wrong and how.
-pub fn read_outputs(out: &Path) -> Result<(Object, Object), String> {
+pub fn read_outputs(out: &Path) -> Result<(Object, Object), OutputError> {
     let metrics = read_object(
         &out.join("metrics.json"),
         "metrics.json",
@@ -99,32 +118,37 @@ pub fn read_outputs(out: &Path) -> Result<(Object, Object), String> {
 
 fn read_object(
     path: &Path,
-    name: &str,
-    kind: &str,
+    name: &'static str,
+    kind: &'static str,
     ok: fn(&Json) -> bool,
-) -> Result<Map<String, Json>, String> {
+) -> Result<Map<String, Json>, OutputError> {
+    let unreadable = |e: std::io::Error| OutputError::Unreadable {
+        name,
+        reason: e.to_string(),
+    };
     let size = match std::fs::metadata(path) {
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
-        Err(e) => return Err(format!("{name}: {e}")),
+        Err(e) => return Err(unreadable(e)),
     };
     if size > OUTPUT_LIMIT {
-        return Err(format!(
-            "{name} is {size} bytes; the limit is {OUTPUT_LIMIT} (1 MiB)"
-        ));
+        return Err(OutputError::TooLarge { name, size });
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
-    let value: Json =
-        serde_json::from_str(&text).map_err(|e| format!("{name} is not valid JSON: {e}"))?;
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    let value: Json = serde_json::from_str(&text).map_err(|e| OutputError::NotJson {
+        name,
+        reason: e.to_string(),
+    })?;
     let Json::Object(map) = value else {
-        return Err(format!(
-            "{name} must be a JSON object of {kind}, like {{\"name\": …}}"
-        ));
+        return Err(OutputError::NotObject { name, kind });
     };
     if let Some((key, value)) = map.iter().find(|(_, v)| !ok(v)) {
-        return Err(format!(
-            "{name}: '{key}' is {value}, but every value must be one of the {kind}"
-        ));
+        return Err(OutputError::BadValue {
+            name,
+            key: key.clone(),
+            value: value.to_string(),
+            kind,
+        });
     }
     Ok(map)
 }
@@ -144,24 +168,26 @@ mod tests {
         assert_eq!(outputs["version"], "4");
         std::fs::write(dir.path().join("metrics.json"), r#"{"acc": "high"}"#).expect("write");
         assert_eq!(
-            read_outputs(dir.path()),
+            read_outputs(dir.path()).map_err(|e| e.to_string()),
             Err(
                 "metrics.json: 'acc' is \"high\", but every value must be one of the numbers"
                     .to_owned()
             )
         );
         std::fs::write(dir.path().join("metrics.json"), "[1]").expect("write");
-        assert!(
-            read_outputs(dir.path())
-                .is_err_and(|e| e.starts_with("metrics.json must be a JSON object"))
-        );
+        assert!(read_outputs(dir.path()).is_err_and(|e| {
+            e.to_string()
+                .starts_with("metrics.json must be a JSON object")
+        }));
         std::fs::write(dir.path().join("metrics.json"), "{").expect("write");
         assert!(
             read_outputs(dir.path())
-                .is_err_and(|e| e.starts_with("metrics.json is not valid JSON"))
+                .is_err_and(|e| e.to_string().starts_with("metrics.json is not valid JSON"))
         );
         std::fs::write(dir.path().join("metrics.json"), vec![b' '; 1024 * 1024 + 1])
             .expect("write");
-        assert!(read_outputs(dir.path()).is_err_and(|e| e.contains("the limit is 1048576")));
+        assert!(
+            read_outputs(dir.path()).is_err_and(|e| e.to_string().contains("the limit is 1048576"))
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! folder at `/weir/out`, labels that let recovery find it, and GPUs as
 //! device requests.
 
-use crate::contract::{Attempt, collect};
+use crate::contract::collect;
+use crate::executor::{AttemptIo, AttemptKey, Error, Executor, Exit, Found, Launch, Pull};
 use crate::mask::Masker;
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -14,11 +15,10 @@ use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::path::Path;
-use tokio::sync::{mpsc, oneshot, watch};
-use weir_engine::Outcome;
-use weir_model::pipeline::Pull;
+use tokio::sync::{mpsc, watch};
 
 /// A connection to the Docker engine.
 #[derive(Debug, Clone)]
@@ -27,17 +27,19 @@ pub struct DockerExecutor {
     keep_containers: bool,
 }
 
-/// A container of weir's, as recovery finds it by its labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    /// The container's name.
-    pub name: String,
-    /// Index of the step instance in its run.
-    pub step: usize,
-    /// The attempt's number.
-    pub attempt: u32,
-    /// Whether it still runs.
-    pub running: bool,
+/// The labels weir puts on its containers, which recovery finds them by.
+const RUN_LABEL: &str = "weir.run";
+const STEP_INDEX_LABEL: &str = "weir.step-index";
+const ATTEMPT_LABEL: &str = "weir.attempt";
+
+fn labels(launch: &Launch) -> HashMap<String, String> {
+    HashMap::from([
+        (RUN_LABEL.to_owned(), launch.key.run.clone()),
+        ("weir.pipeline".to_owned(), launch.pipeline.clone()),
+        ("weir.step".to_owned(), launch.step.clone()),
+        (STEP_INDEX_LABEL.to_owned(), launch.key.step.to_string()),
+        (ATTEMPT_LABEL.to_owned(), launch.key.attempt.to_string()),
+    ])
 }
 
 /// The container name of an attempt, `weir-<run>-<step>-<attempt>`, with
@@ -58,13 +60,12 @@ pub fn container_name(run: &str, step: &str, attempt: u32) -> String {
 impl DockerExecutor {
     /// Connects to the engine at `DOCKER_HOST` or the default socket,
     /// agreeing on an API version. One clear error when it is not there.
-    pub async fn connect(keep_containers: bool) -> Result<DockerExecutor, String> {
+    pub async fn connect(keep_containers: bool) -> Result<DockerExecutor, Error> {
         let host = std::env::var("DOCKER_HOST")
             .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
-        let unreachable = |e: DockerError| {
-            format!(
-                "cannot reach the Docker engine at {host}: {e}; is it running? (set DOCKER_HOST to use another)"
-            )
+        let unreachable = |e: DockerError| Error::Unreachable {
+            what: format!("the Docker engine at {host}"),
+            reason: format!("{e}; is it running? (set DOCKER_HOST to use another)"),
         };
         let docker = Docker::connect_with_defaults().map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
@@ -78,40 +79,35 @@ impl DockerExecutor {
     /// Runs `attempt` as a container (see the module's doc), streaming its
     /// output to `logs` until it exits or `stop` carries a note (then
     /// `docker stop` with the grace period: SIGTERM, then SIGKILL).
-    pub async fn run(
-        &self,
-        attempt: &Attempt,
-        labels: &[(String, String)],
-        logs: mpsc::Sender<Vec<u8>>,
-        mut stop: watch::Receiver<Option<String>>,
-        started: oneshot::Sender<()>,
-    ) -> Outcome {
-        let Some(image) = attempt.prepared.image.clone() else {
-            return Outcome::failed("a docker step needs an image");
+    async fn run(&self, attempt: &Launch, io: AttemptIo) -> Exit {
+        let AttemptIo {
+            logs,
+            mut stop,
+            started,
+        } = io;
+        let Some(image) = attempt.image.clone() else {
+            return Exit::failed("a docker step needs an image");
         };
         for dir in [&attempt.work, &attempt.out] {
             if let Err(e) = std::fs::create_dir_all(dir) {
-                return Outcome::failed(format!("cannot create {}: {e}", dir.display()));
+                return Exit::failed(format!("cannot create {}: {e}", dir.display()));
             }
         }
-        let image_id = match self
-            .ensure_image(&image, attempt.prepared.pull, &logs)
-            .await
-        {
+        let image_id = match self.ensure_image(&image, attempt.pull, &logs).await {
             Ok(id) => id,
-            Err(error) => return Outcome::failed(error),
+            Err(error) => return Exit::failed(error),
         };
-        let name = container_name(&attempt.run_id, &attempt.step, attempt.number);
-        if let Err(e) = self.create(&name, &image, attempt, labels).await {
-            return Outcome::failed(format!("cannot create container {name}: {e}"));
+        let name = container_name(&attempt.key.run, &attempt.step, attempt.key.attempt);
+        if let Err(e) = self.create(&name, &image, attempt).await {
+            return Exit::failed(format!("cannot create container {name}: {e}"));
         }
         if let Err(e) = self.docker.start_container(&name, None).await {
             self.remove(&name).await;
-            return Outcome::failed(format!("cannot start container {name}: {e}"));
+            return Exit::failed(format!("cannot start container {name}: {e}"));
         }
         let _ = started.send(());
         let outcome = self.follow(&name, attempt, logs, &mut stop, 0).await;
-        let outcome = Outcome {
+        let outcome = Exit {
             image: Some(image_id),
             ..outcome
         };
@@ -176,20 +172,13 @@ impl DockerExecutor {
             .ok_or_else(|| format!("image '{image}' is still missing after pulling it"))
     }
 
-    async fn create(
-        &self,
-        name: &str,
-        image: &str,
-        attempt: &Attempt,
-        labels: &[(String, String)],
-    ) -> Result<(), DockerError> {
+    async fn create(&self, name: &str, image: &str, attempt: &Launch) -> Result<(), DockerError> {
         let env: Vec<String> = attempt
-            .env(Path::new("/weir/work"), Path::new("/weir/out"))
+            .contract_env(Path::new("/weir/work"), Path::new("/weir/out"))
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let argv = attempt.prepared.command.argv();
-        let (entrypoint, cmd) = match argv.split_first() {
+        let (entrypoint, cmd) = match attempt.argv.split_first() {
             Some((first, rest)) => (vec![first.clone()], rest.to_vec()),
             None => (Vec::new(), Vec::new()),
         };
@@ -206,8 +195,8 @@ impl DockerExecutor {
                 format!("{}:/weir/work", attempt.work.display()),
                 format!("{}:/weir/out", attempt.out.display()),
             ]),
-            nano_cpus: attempt.prepared.cpus.map(|c| (c * 1e9) as i64),
-            memory: attempt.prepared.memory.map(|m| m as i64),
+            nano_cpus: attempt.cpus.map(|c| (c * 1e9) as i64),
+            memory: attempt.memory.map(|m| m as i64),
             device_requests,
             ..HostConfig::default()
         };
@@ -217,7 +206,7 @@ impl DockerExecutor {
             cmd: Some(cmd),
             env: Some(env),
             working_dir: Some("/weir/work".to_owned()),
-            labels: Some(labels.iter().cloned().collect::<HashMap<_, _>>()),
+            labels: Some(labels(attempt)),
             host_config: Some(host_config),
             ..ContainerCreateBody::default()
         };
@@ -236,11 +225,11 @@ impl DockerExecutor {
     async fn follow(
         &self,
         name: &str,
-        attempt: &Attempt,
+        attempt: &Launch,
         logs: mpsc::Sender<Vec<u8>>,
         stop: &mut watch::Receiver<Option<String>>,
         skip: u64,
-    ) -> Outcome {
+    ) -> Exit {
         let secrets: Vec<&str> = attempt.secrets.iter().map(|(_, v)| v.as_str()).collect();
         let stream_logs = {
             let docker = self.docker.clone();
@@ -301,15 +290,15 @@ impl DockerExecutor {
             // A non-zero exit comes back as this error, with the code.
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Some(code as i32),
             Some(Err(e)) => {
-                return Outcome::failed(format!("lost track of container {name}: {e}"));
+                return Exit::failed(format!("lost track of container {name}: {e}"));
             }
             None => None,
         };
         if let Some(note) = stopped {
-            return Outcome {
+            return Exit {
                 exit_code,
                 error: Some(note),
-                ..Outcome::default()
+                ..Exit::default()
             };
         }
         let oom = self
@@ -322,14 +311,13 @@ impl DockerExecutor {
             .unwrap_or(false);
         if oom {
             let limit = attempt
-                .prepared
                 .memory
                 .map(format_size)
                 .unwrap_or_else(|| "none".to_owned());
-            return Outcome {
+            return Exit {
                 exit_code,
                 error: Some(format!("out of memory (limit {limit})")),
-                ..Outcome::default()
+                ..Exit::default()
             };
         }
         collect(exit_code, &attempt.out)
@@ -341,8 +329,8 @@ impl DockerExecutor {
     }
 
     /// weir's containers of run `run`, running or not, as their labels say.
-    pub async fn find(&self, run: &str) -> Result<Vec<Found>, String> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("weir.run={run}")])]);
+    async fn containers(&self, run: &str) -> Result<Vec<Found>, Error> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{RUN_LABEL}={run}")])]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
@@ -351,16 +339,23 @@ impl DockerExecutor {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| format!("cannot list containers: {e}"))?;
+            .map_err(|e| Error::List {
+                what: format!("the containers of run {run}"),
+                reason: e.to_string(),
+            })?;
         Ok(containers
             .into_iter()
             .filter_map(|c| {
                 let labels = c.labels.unwrap_or_default();
                 Some(Found {
-                    name: c.names?.first()?.trim_start_matches('/').to_owned(),
-                    step: labels.get("weir.step-index")?.parse().ok()?,
-                    attempt: labels.get("weir.attempt")?.parse().ok()?,
+                    key: AttemptKey {
+                        run: run.to_owned(),
+                        step: labels.get(STEP_INDEX_LABEL)?.parse().ok()?,
+                        attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
+                    },
+                    handle: c.names?.first()?.trim_start_matches('/').to_owned(),
                     running: c.state.is_some_and(|s| s.to_string() == "running"),
+                    resumable: true,
                 })
             })
             .collect())
@@ -370,19 +365,16 @@ impl DockerExecutor {
     /// running or exited: its log from byte `skip` of the masked output on
     /// (what the store has is not sent twice), its exit, its outputs; the
     /// container is removed as after any attempt.
-    pub async fn reattach(
-        &self,
-        name: &str,
-        attempt: &Attempt,
-        skip: u64,
-        logs: mpsc::Sender<Vec<u8>>,
-        mut stop: watch::Receiver<Option<String>>,
-        started: oneshot::Sender<()>,
-    ) -> Outcome {
+    async fn take_up(&self, name: &str, attempt: &Launch, skip: u64, io: AttemptIo) -> Exit {
+        let AttemptIo {
+            logs,
+            mut stop,
+            started,
+        } = io;
         let container = match self.docker.inspect_container(name, None).await {
             Ok(container) => container,
             Err(e) => {
-                return Outcome::failed(format!("container {name} vanished: {e}"));
+                return Exit::failed(format!("container {name} vanished: {e}"));
             }
         };
         let created_only = container
@@ -391,11 +383,11 @@ impl DockerExecutor {
             .and_then(|s| s.status)
             .is_some_and(|s| s.to_string() == "created");
         if created_only && let Err(e) = self.docker.start_container(name, None).await {
-            return Outcome::failed(format!("cannot start container {name}: {e}"));
+            return Exit::failed(format!("cannot start container {name}: {e}"));
         }
         let _ = started.send(());
         let outcome = self.follow(name, attempt, logs, &mut stop, skip).await;
-        let outcome = Outcome {
+        let outcome = Exit {
             image: container.image,
             ..outcome
         };
@@ -403,11 +395,6 @@ impl DockerExecutor {
             self.remove(name).await;
         }
         outcome
-    }
-
-    /// Removes a container of weir's, running or not.
-    pub async fn discard(&self, name: &str) {
-        self.remove(name).await;
     }
 
     /// The HostConfig of a created container, for tests and diagnostics.
@@ -419,22 +406,50 @@ impl DockerExecutor {
             .host_config
     }
 
-    /// Creates (without starting) the container of `attempt`, as `run` would.
-    pub async fn create_only(
-        &self,
-        attempt: &Attempt,
-        labels: &[(String, String)],
-    ) -> Result<String, String> {
+    /// Creates (without starting) the container of `attempt`, as a launch
+    /// would, and returns its name.
+    pub async fn create_only(&self, attempt: &Launch) -> Result<String, Error> {
+        let name = container_name(&attempt.key.run, &attempt.step, attempt.key.attempt);
+        let refused = |reason: String| Error::Refused {
+            what: format!("container {name}"),
+            reason,
+        };
         let image = attempt
-            .prepared
             .image
             .clone()
-            .ok_or("a docker step needs an image")?;
-        let name = container_name(&attempt.run_id, &attempt.step, attempt.number);
-        self.create(&name, &image, attempt, labels)
+            .ok_or_else(|| refused("a docker step needs an image".to_owned()))?;
+        self.create(&name, &image, attempt)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refused(e.to_string()))?;
         Ok(name)
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn launch<'a>(&'a self, launch: &'a Launch, io: AttemptIo) -> BoxFuture<'a, Exit> {
+        Box::pin(self.run(launch, io))
+    }
+
+    fn reattach<'a>(
+        &'a self,
+        found: &'a Found,
+        launch: &'a Launch,
+        skip: u64,
+        io: AttemptIo,
+    ) -> BoxFuture<'a, Exit> {
+        Box::pin(self.take_up(&found.handle, launch, skip, io))
+    }
+
+    fn find<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Vec<Found>, Error>> {
+        Box::pin(self.containers(run))
+    }
+
+    fn discard<'a>(&'a self, found: &'a Found) -> BoxFuture<'a, ()> {
+        Box::pin(self.remove(&found.handle))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The host's GPUs: read from `nvidia-smi` when it is there, or from the
 //! ids weir is configured with (`--gpus 0,1`).
 
+use crate::executor::Error;
 use std::process::Command;
 
 /// One GPU of the host.
@@ -25,7 +26,7 @@ pub const NVIDIA_SMI_ARGS: &[&str] = &[
 /// The host's GPUs: the `configured` ids when given, else what
 /// `nvidia-smi` reports, else none. An `nvidia-smi` that runs but fails
 /// or prints what cannot be read is an error, not an empty inventory.
-pub fn inventory(configured: Option<&[String]>) -> Result<Vec<Gpu>, String> {
+pub fn inventory(configured: Option<&[String]>) -> Result<Vec<Gpu>, Error> {
     if let Some(ids) = configured {
         return Ok(ids
             .iter()
@@ -40,14 +41,14 @@ pub fn inventory(configured: Option<&[String]>) -> Result<Vec<Gpu>, String> {
     let output = match Command::new("nvidia-smi").args(NVIDIA_SMI_ARGS).output() {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot run nvidia-smi: {e}")),
+        Err(e) => return Err(Error::Gpus(format!("cannot run nvidia-smi: {e}"))),
     };
     if !output.status.success() {
-        return Err(format!(
+        return Err(Error::Gpus(format!(
             "nvidia-smi failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
-        ));
+        )));
     }
     parse_query(&String::from_utf8_lossy(&output.stdout))
 }
@@ -55,7 +56,7 @@ pub fn inventory(configured: Option<&[String]>) -> Result<Vec<Gpu>, String> {
 /// Parses `nvidia-smi --query-gpu=index,uuid,name,memory.total[,…]
 /// --format=csv[,noheader]`: one device per line, a header line skipped,
 /// extra columns ignored, `[N/A]` values absent.
-pub fn parse_query(text: &str) -> Result<Vec<Gpu>, String> {
+pub fn parse_query(text: &str) -> Result<Vec<Gpu>, Error> {
     let mut gpus = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -72,10 +73,10 @@ pub fn parse_query(text: &str) -> Result<Vec<Gpu>, String> {
         let index = known(0)
             .filter(|i| i.chars().all(|c| c.is_ascii_digit()))
             .ok_or_else(|| {
-                format!(
+                Error::Gpus(format!(
                     "nvidia-smi line {}: expected 'index, uuid, name, memory.total', got '{line}'",
                     n + 1
-                )
+                ))
             })?;
         let memory_mib = known(3).and_then(|m| m.trim_end_matches("MiB").trim().parse().ok());
         gpus.push(Gpu {
@@ -111,12 +112,12 @@ mod tests {
     #[test]
     fn reads_real_h100_output_with_and_without_header() {
         assert_eq!(
-            parse_query(&fixture("nvidia-smi-query.csv")),
-            Ok(vec![h100()])
+            parse_query(&fixture("nvidia-smi-query.csv")).expect("parses"),
+            vec![h100()]
         );
         assert_eq!(
-            parse_query(&fixture("nvidia-smi-query-header.csv")),
-            Ok(vec![h100()])
+            parse_query(&fixture("nvidia-smi-query-header.csv")).expect("parses"),
+            vec![h100()]
         );
     }
 
@@ -132,8 +133,9 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_read() {
         let err = parse_query(&fixture("nvidia-smi-L.txt")).expect_err("not the query format");
+        let err = err.to_string();
         assert!(err.starts_with("nvidia-smi line 1: expected"), "{err}");
-        assert_eq!(parse_query(""), Ok(Vec::new()));
+        assert_eq!(parse_query("").expect("parses"), Vec::new());
     }
 
     #[test]

@@ -1,20 +1,25 @@
 //! weir's executors: they run one attempt of a container step under the
-//! step contract (DESIGN.md §2) and report its outcome.
+//! step contract (DESIGN.md §2) and report how it exited.
 //!
+//! `executor.rs` is the seam: the [`Executor`] trait with its own
+//! [`Launch`], [`AttemptIo`], [`Exit`], [`Found`] and [`Error`].
 //! `contract.rs` holds what every executor hands a step (the `WEIR_*`
 //! environment, the work and out folders, `metrics.json` and
-//! `outputs.json`); `mask.rs` hides secret values in logs; `process.rs`
-//! runs a step as a child process group on the host. Not here: SQL, HTTP,
-//! or deciding what runs next (that is the engine's).
+//! `outputs.json`); `mask.rs` hides secret values in logs; `docker.rs` and
+//! `process.rs` are the two executors; `gpu.rs` lists the host's GPUs.
+//! Not here: SQL, HTTP, pipelines, or deciding what runs next (that is the
+//! engine's): this crate depends on no other of weir's.
 
 mod contract;
 mod docker;
+mod executor;
 mod gpu;
 mod mask;
 mod process;
 
-pub use contract::{Attempt, OUTPUT_LIMIT, Object, collect, read_outputs};
-pub use docker::{DockerExecutor, Found, container_name};
+pub use contract::{OUTPUT_LIMIT, OutputError, collect, read_outputs};
+pub use docker::{DockerExecutor, container_name};
+pub use executor::{AttemptIo, AttemptKey, Error, Executor, Exit, Found, Launch, Object, Pull};
 pub use gpu::{Gpu, NVIDIA_SMI_ARGS, inventory, parse_query};
 pub use mask::Masker;
-pub use process::{kill_leftover, run_process};
+pub use process::ProcessExecutor;

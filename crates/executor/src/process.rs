@@ -1,38 +1,125 @@
 //! The process executor: a step as a child process group on the host, with
 //! host paths, `CUDA_VISIBLE_DEVICES` for its GPUs, and none of the
 //! daemon's environment but `PATH`, `HOME`, `LANG`, `TZ` and `TMPDIR`.
+//!
+//! A process group cannot be taken up by another weir (its pipes die with
+//! the one that started it), so recovery finds what still runs of it, by
+//! the `.weir-pgid` and `.weir-attempt` files in each attempt's out folder,
+//! and kills it: the attempt is then lost and started again.
 
-use crate::contract::{Attempt, collect};
+use crate::contract::collect;
+use crate::executor::{AttemptIo, AttemptKey, Error, Executor, Exit, Found, Launch};
 use crate::mask::Masker;
+use futures_util::future::BoxFuture;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
-use tokio::sync::{mpsc, oneshot, watch};
-use weir_engine::Outcome;
+use tokio::sync::mpsc;
 
 /// The daemon's variables a process step inherits; nothing else leaks.
 const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
 
-/// Runs `attempt`, signalling `started` once the process exists, sending its output (stdout and stderr as they come,
+/// Runs attempts as child process groups on this host.
+#[derive(Debug, Clone)]
+pub struct ProcessExecutor {
+    /// The folder holding every run's folder (`DATA/runs`): where recovery
+    /// looks for the groups a previous weir left.
+    runs: PathBuf,
+}
+
+impl ProcessExecutor {
+    /// A process executor whose runs keep their folders under `runs`
+    /// (`runs/<run>/out/<attempt>`).
+    pub fn new(runs: impl Into<PathBuf>) -> ProcessExecutor {
+        ProcessExecutor { runs: runs.into() }
+    }
+}
+
+impl Executor for ProcessExecutor {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn launch<'a>(&'a self, launch: &'a Launch, io: AttemptIo) -> BoxFuture<'a, Exit> {
+        Box::pin(run_process(launch, io))
+    }
+
+    fn reattach<'a>(
+        &'a self,
+        found: &'a Found,
+        _launch: &'a Launch,
+        _skip: u64,
+        _io: AttemptIo,
+    ) -> BoxFuture<'a, Exit> {
+        Box::pin(async move {
+            Exit::failed(format!(
+                "process group {} cannot be taken up by another weir",
+                found.handle
+            ))
+        })
+    }
+
+    fn find<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Vec<Found>, Error>> {
+        Box::pin(async move {
+            let outs = self.runs.join(run).join("out");
+            let entries = match std::fs::read_dir(&outs) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: outs.display().to_string(),
+                        source,
+                    });
+                }
+            };
+            let mut found = Vec::new();
+            for entry in entries.flatten() {
+                let out = entry.path();
+                let (Some(pgid), Some((step, attempt))) = (pgid_of(&out), key_of(&out)) else {
+                    continue;
+                };
+                found.push(Found {
+                    key: AttemptKey {
+                        run: run.to_owned(),
+                        step,
+                        attempt,
+                    },
+                    handle: out.display().to_string(),
+                    running: group_runs_in(pgid, &out),
+                    resumable: false,
+                });
+            }
+            Ok(found)
+        })
+    }
+
+    fn discard<'a>(&'a self, found: &'a Found) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            kill_leftover(Path::new(&found.handle));
+        })
+    }
+}
+
+/// Runs `launch`, signalling `started` once the process exists, sending its output (stdout and stderr as they come,
 /// secrets masked) to `logs`, until it exits or `stop` carries a note
 /// (then SIGTERM to its process group, SIGKILL after the grace period).
 /// Any process the step left behind is killed when it ends.
-pub async fn run_process(
-    attempt: &Attempt,
-    logs: mpsc::Sender<Vec<u8>>,
-    mut stop: watch::Receiver<Option<String>>,
-    started: oneshot::Sender<()>,
-) -> Outcome {
+async fn run_process(attempt: &Launch, io: AttemptIo) -> Exit {
+    let AttemptIo {
+        logs,
+        mut stop,
+        started,
+    } = io;
     for dir in [&attempt.work, &attempt.out] {
         if let Err(e) = std::fs::create_dir_all(dir) {
-            return Outcome::failed(format!("cannot create {}: {e}", dir.display()));
+            return Exit::failed(format!("cannot create {}: {e}", dir.display()));
         }
     }
-    let argv = attempt.prepared.command.argv();
-    let Some((program, args)) = argv.split_first() else {
-        return Outcome::failed("nothing to run: the command is empty");
+    let Some((program, args)) = attempt.argv.split_first() else {
+        return Exit::failed("nothing to run: the command is empty");
     };
     let mut command = Command::new(program);
     command
@@ -50,10 +137,10 @@ pub async fn run_process(
         }
     }
     command.env("CUDA_VISIBLE_DEVICES", attempt.gpus.join(","));
-    command.envs(attempt.env(&attempt.work, &attempt.out));
+    command.envs(attempt.contract_env(&attempt.work, &attempt.out));
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return Outcome::failed(format!("cannot start '{program}': {e}")),
+        Err(e) => return Exit::failed(format!("cannot start '{program}': {e}")),
     };
     let _ = started.send(());
     let group = child.id().map(|id| Pid::from_raw(id as i32));
@@ -61,7 +148,9 @@ pub async fn run_process(
     // goes, not only its leader.
     let _guard = GroupGuard(group);
     if let Some(group) = group {
-        // Recovery after a crash of weir finds the group by this file.
+        // Recovery after a crash of weir finds the group by these files.
+        let key = format!("{} {}", attempt.key.step, attempt.key.attempt);
+        let _ = std::fs::write(attempt.out.join(KEY_FILE), key);
         let _ = std::fs::write(attempt.out.join(PGID_FILE), group.to_string());
     }
     let secrets: Vec<&str> = attempt.secrets.iter().map(|(_, v)| v.as_str()).collect();
@@ -109,17 +198,17 @@ pub async fn run_process(
     }
     let status = match status {
         Ok(status) => status,
-        Err(e) => return Outcome::failed(format!("lost track of the process: {e}")),
+        Err(e) => return Exit::failed(format!("lost track of the process: {e}")),
     };
     let exit_code = status.code().or_else(|| {
         use std::os::unix::process::ExitStatusExt;
         status.signal().map(|s| 128 + s)
     });
     if let Some(note) = stopped {
-        return Outcome {
+        return Exit {
             exit_code,
             error: Some(note),
-            ..Outcome::default()
+            ..Exit::default()
         };
     }
     collect(exit_code, &attempt.out)
@@ -137,22 +226,47 @@ impl Drop for GroupGuard {
 /// The file in an attempt's out folder naming its process group.
 const PGID_FILE: &str = ".weir-pgid";
 
+/// The file in an attempt's out folder naming the attempt: the index of
+/// its step instance and its number.
+const KEY_FILE: &str = ".weir-attempt";
+
+fn pgid_of(out: &Path) -> Option<i32> {
+    std::fs::read_to_string(out.join(PGID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn key_of(out: &Path) -> Option<(usize, u32)> {
+    let text = std::fs::read_to_string(out.join(KEY_FILE)).ok()?;
+    let (step, attempt) = text.trim().split_once(' ')?;
+    Some((step.parse().ok()?, attempt.parse().ok()?))
+}
+
 /// Kills what is left of an attempt whose weir died while it ran: the
 /// process group named in its out folder, if a process of that group still
 /// runs with this very out folder in its environment (so a reused process
 /// id is never mistaken for the step). Returns whether it killed anything.
-pub fn kill_leftover(out: &std::path::Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(out.join(PGID_FILE)) else {
+fn kill_leftover(out: &Path) -> bool {
+    let Some(pgid) = pgid_of(out) else {
         return false;
     };
-    let Ok(pgid) = text.trim().parse::<i32>() else {
-        return false;
-    };
+    let ours = group_runs_in(pgid, out);
+    if ours {
+        signal(Some(Pid::from_raw(pgid)), Signal::SIGKILL);
+    }
+    ours
+}
+
+/// Whether a process of group `pgid` runs with `WEIR_OUT=out` in its
+/// environment.
+fn group_runs_in(pgid: i32, out: &Path) -> bool {
     let marker = format!("WEIR_OUT={}", out.display());
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };
-    let ours = entries.flatten().any(|entry| {
+    entries.flatten().any(|entry| {
         let pid = entry.file_name();
         let Some(pid) = pid
             .to_str()
@@ -173,11 +287,7 @@ pub fn kill_leftover(out: &std::path::Path) -> bool {
         in_group
             && std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
-    });
-    if ours {
-        signal(Some(Pid::from_raw(pgid)), Signal::SIGKILL);
-    }
-    ours
+    })
 }
 
 fn signal(group: Option<Pid>, signal: Signal) {

@@ -238,6 +238,17 @@ pub enum Executor {
     Process,
 }
 
+impl Executor {
+    /// The name a step gives it (`executor: docker`), which the daemon
+    /// finds the executor by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Executor::Docker => "docker",
+            Executor::Process => "process",
+        }
+    }
+}
+
 /// When to pull a step's image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

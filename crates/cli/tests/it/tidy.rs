@@ -1,6 +1,7 @@
 //! Rules of the workspace that no compiler checks: the pure crates stay
-//! free of runtime, database, Docker and HTTP dependencies, and every Rust
-//! file says what it is for in a `//!` line.
+//! free of runtime, database, Docker and HTTP dependencies, each crate
+//! depends only on the layers below it, the two migration folders are
+//! twins, and every Rust file says what it is for in a `//!` line.
 
 use crate::root;
 use std::collections::BTreeSet;
@@ -145,5 +146,97 @@ fn every_key_of_the_format_is_in_the_reference() {
     assert!(
         missing.is_empty(),
         "keys missing from docs/pipeline-reference.md: {missing:?}"
+    );
+}
+
+/// Which of weir's crates each crate may depend on (normal dependencies;
+/// dev-dependencies are free). The layers point one way: nothing depends on
+/// a crate above it, and the executor is a leaf, knowing no pipeline.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("weir-expr", &[]),
+    ("weir-model", &["weir-expr"]),
+    ("weir-engine", &["weir-model", "weir-expr"]),
+    ("weir-store", &["weir-engine"]),
+    ("weir-executor", &[]),
+    (
+        "weir-daemon",
+        &["weir-engine", "weir-store", "weir-executor", "weir-model"],
+    ),
+    (
+        "weir-server",
+        &["weir-daemon", "weir-engine", "weir-store", "weir-model"],
+    ),
+    (
+        "weir-cli",
+        &[
+            "weir-daemon",
+            "weir-server",
+            "weir-model",
+            "weir-engine",
+            "weir-store",
+            "weir-executor",
+        ],
+    ),
+];
+
+#[test]
+fn crates_depend_only_on_the_layers_below_them() {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--no-deps"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let packages = metadata["packages"].as_array().expect("packages");
+    let mut seen = BTreeSet::new();
+    for package in packages {
+        let name = package["name"].as_str().unwrap_or_default();
+        let Some((_, allowed)) = LAYERS.iter().find(|(crate_name, _)| *crate_name == name) else {
+            if name.starts_with("weir-") {
+                panic!("{name} has no row in tidy.rs LAYERS: say what it may depend on");
+            }
+            continue;
+        };
+        seen.insert(name.to_owned());
+        let weir_deps: BTreeSet<&str> = package["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["kind"].is_null())
+            .filter_map(|d| d["name"].as_str())
+            .filter(|d| d.starts_with("weir-"))
+            .collect();
+        let extra: Vec<&&str> = weir_deps.iter().filter(|d| !allowed.contains(*d)).collect();
+        assert!(
+            extra.is_empty(),
+            "{name} depends on {extra:?}, outside its row in LAYERS ({allowed:?})"
+        );
+    }
+    assert_eq!(seen.len(), LAYERS.len(), "a row of LAYERS names no crate");
+}
+
+#[test]
+fn both_databases_have_the_same_migrations() {
+    let names = |db: &str| -> Vec<String> {
+        let dir = root().join("crates/store/migrations").join(db);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let sqlite = names("sqlite");
+    assert!(sqlite.len() >= 9, "{sqlite:?}");
+    assert_eq!(
+        sqlite,
+        names("postgres"),
+        "migrations/sqlite and migrations/postgres must hold the same files"
     );
 }

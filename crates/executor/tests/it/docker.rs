@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use weir_engine::{Outcome, Prepared, Program};
-use weir_executor::{Attempt, DockerExecutor, container_name};
-use weir_model::pipeline::{Executor, Pull};
+use weir_executor::{
+    AttemptIo, AttemptKey, DockerExecutor, Executor, Exit, Launch, Pull, container_name,
+};
 
 const IMAGE: &str = "weir-test/busybox:latest";
 
@@ -29,50 +29,40 @@ async fn docker() -> Option<DockerExecutor> {
     )
 }
 
-fn attempt(dir: &Path, run: &str, command: Program) -> Attempt {
-    Attempt {
-        run_id: run.to_owned(),
-        pipeline: "boxed".to_owned(),
-        step: "train[lr=0.1]".to_owned(),
-        number: 1,
-        params: vec![("lr".to_owned(), "0.1".to_owned())],
-        prepared: Prepared {
-            command,
-            image: Some(IMAGE.to_owned()),
-            pull: Pull::Never,
-            executor: Executor::Docker,
-            env: vec![("MODE".to_owned(), "fast".to_owned())],
-            secrets: vec!["TOKEN".to_owned()],
-            gpus: None,
-            cpus: Some(0.5),
-            memory: Some(64 << 20),
-            artifacts: Vec::new(),
-        },
-        work: dir.join("work"),
-        out: dir.join("out"),
-        secrets: vec![("TOKEN".to_owned(), "tok-987654".to_owned())],
-        gpus: Vec::new(),
-        grace: Duration::from_secs(1),
-    }
+/// A shell line, as a `run:` step is handed over.
+fn shell(line: &str) -> Vec<String> {
+    vec!["sh".to_owned(), "-c".to_owned(), line.to_owned()]
 }
 
-fn labels(run: &str) -> Vec<(String, String)> {
-    vec![
-        ("weir.run".to_owned(), run.to_owned()),
-        ("weir.step-index".to_owned(), "0".to_owned()),
-        ("weir.attempt".to_owned(), "1".to_owned()),
-    ]
+fn attempt(dir: &Path, run: &str, argv: Vec<String>) -> Launch {
+    Launch {
+        key: AttemptKey {
+            run: run.to_owned(),
+            step: 0,
+            attempt: 1,
+        },
+        pipeline: "boxed".to_owned(),
+        step: "train[lr=0.1]".to_owned(),
+        params: vec![("lr".to_owned(), "0.1".to_owned())],
+        argv,
+        image: Some(IMAGE.to_owned()),
+        pull: Pull::Never,
+        env: vec![("MODE".to_owned(), "fast".to_owned())],
+        secrets: vec![("TOKEN".to_owned(), "tok-987654".to_owned())],
+        gpus: Vec::new(),
+        cpus: Some(0.5),
+        memory: Some(64 << 20),
+        work: dir.join("work"),
+        out: dir.join("out"),
+        grace: Duration::from_secs(1),
+    }
 }
 
 fn unique(name: &str) -> String {
     format!("{name}{}", std::process::id())
 }
 
-async fn run(
-    docker: &DockerExecutor,
-    a: &Attempt,
-    stop_after: Option<Duration>,
-) -> (Outcome, String) {
+async fn run(docker: &DockerExecutor, a: &Launch, stop_after: Option<Duration>) -> (Exit, String) {
     let (logs, mut received) = mpsc::channel(64);
     let (stop, stopped) = watch::channel(None);
     let collector = tokio::spawn(async move {
@@ -91,15 +81,12 @@ async fn run(
             None => std::future::pending::<()>().await,
         }
     });
-    let outcome = docker
-        .run(
-            a,
-            &labels(&a.run_id),
-            logs,
-            stopped,
-            tokio::sync::oneshot::channel().0,
-        )
-        .await;
+    let io = AttemptIo {
+        logs,
+        stop: stopped,
+        started: tokio::sync::oneshot::channel().0,
+    };
+    let outcome = docker.launch(a, io).await;
     stopper.abort();
     (outcome, collector.await.expect("collector"))
 }
@@ -109,11 +96,7 @@ async fn a_container_gets_the_contract_and_is_removed_after() {
     let Some(docker) = docker().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let line = "env | sort; pwd; echo '{\"acc\": 0.5}' > /weir/out/metrics.json; echo out > /weir/work/file; echo err >&2";
-    let a = attempt(
-        dir.path(),
-        &unique("contract"),
-        Program::Shell(line.to_owned()),
-    );
+    let a = attempt(dir.path(), &unique("contract"), shell(line));
     let (outcome, log) = run(&docker, &a, None).await;
     assert_eq!(outcome.exit_code, Some(0), "{outcome:?}\n{log}");
     assert_eq!(outcome.error, None);
@@ -145,7 +128,7 @@ async fn a_container_gets_the_contract_and_is_removed_after() {
     );
     assert!(
         docker
-            .host_config(&container_name(&a.run_id, &a.step, 1))
+            .host_config(&container_name(&a.key.run, &a.step, 1))
             .await
             .is_none(),
         "container left behind"
@@ -159,14 +142,14 @@ async fn argv_steps_and_exit_codes() {
     let a = attempt(
         dir.path(),
         &unique("argv"),
-        Program::Argv(vec!["sh".into(), "-c".into(), "exit 5".into()]),
+        vec!["sh".into(), "-c".into(), "exit 5".into()],
     );
     let (outcome, _) = run(&docker, &a, None).await;
     assert_eq!(outcome.exit_code, Some(5));
     let a = attempt(
         dir.path(),
         &unique("argv2"),
-        Program::Argv(vec!["echo".into(), "$HOME".into()]),
+        vec!["echo".into(), "$HOME".into()],
     );
     let (outcome, log) = run(&docker, &a, None).await;
     assert_eq!(outcome.exit_code, Some(0));
@@ -180,7 +163,7 @@ async fn a_stop_terms_then_kills_the_container() {
     let a = attempt(
         dir.path(),
         &unique("stop"),
-        Program::Shell("trap '' TERM; echo up; sleep 300".to_owned()),
+        shell("trap '' TERM; echo up; sleep 300"),
     );
     let started = std::time::Instant::now();
     let (outcome, log) = run(&docker, &a, Some(Duration::from_secs(2))).await;
@@ -190,7 +173,7 @@ async fn a_stop_terms_then_kills_the_container() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
         docker
-            .host_config(&container_name(&a.run_id, &a.step, 1))
+            .host_config(&container_name(&a.key.run, &a.step, 1))
             .await
             .is_none()
     );
@@ -200,12 +183,8 @@ async fn a_stop_terms_then_kills_the_container() {
 async fn out_of_memory_is_said_with_the_limit() {
     let Some(docker) = docker().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut a = attempt(
-        dir.path(),
-        &unique("oom"),
-        Program::Shell("tail /dev/zero".to_owned()),
-    );
-    a.prepared.memory = Some(16 << 20);
+    let mut a = attempt(dir.path(), &unique("oom"), shell("tail /dev/zero"));
+    a.memory = Some(16 << 20);
     let (outcome, _) = run(&docker, &a, None).await;
     assert_eq!(
         outcome.error.as_deref(),
@@ -218,18 +197,14 @@ async fn out_of_memory_is_said_with_the_limit() {
 async fn a_missing_image_names_the_image() {
     let Some(docker) = docker().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut a = attempt(
-        dir.path(),
-        &unique("missing"),
-        Program::Shell("true".to_owned()),
-    );
-    a.prepared.image = Some("weir-test/absent:1".to_owned());
+    let mut a = attempt(dir.path(), &unique("missing"), shell("true"));
+    a.image = Some("weir-test/absent:1".to_owned());
     let (outcome, _) = run(&docker, &a, None).await;
     assert_eq!(
         outcome.error.as_deref(),
         Some("image 'weir-test/absent:1' is not on this host and the step says pull: never")
     );
-    a.prepared.pull = Pull::IfNotPresent;
+    a.pull = Pull::IfNotPresent;
     let (outcome, log) = run(&docker, &a, None).await;
     let error = outcome.error.unwrap_or_default();
     assert!(
@@ -246,18 +221,19 @@ async fn a_missing_image_names_the_image() {
 async fn granted_gpus_become_a_device_request_with_limits() {
     let Some(docker) = docker().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut a = attempt(
-        dir.path(),
-        &unique("gpus"),
-        Program::Shell("true".to_owned()),
-    );
+    let mut a = attempt(dir.path(), &unique("gpus"), shell("true"));
     a.gpus = vec!["0".to_owned(), "2".to_owned()];
-    let name = docker
-        .create_only(&a, &labels(&a.run_id))
-        .await
-        .expect("created, not started");
+    let name = docker.create_only(&a).await.expect("created, not started");
     let host = docker.host_config(&name).await.expect("inspectable");
-    docker.discard(&name).await;
+    // Recovery finds it by the labels weir put on it, and can take it up.
+    let found = docker.find(&a.key.run).await.expect("listed");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].key.clone(), found[0].handle.as_str()),
+        (a.key.clone(), name.as_str())
+    );
+    assert!(found[0].resumable && !found[0].running, "{found:?}");
+    docker.discard(&found[0]).await;
     let requests = host.device_requests.expect("device requests");
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].driver.as_deref(), Some("nvidia"));
@@ -268,6 +244,6 @@ async fn granted_gpus_become_a_device_request_with_limits() {
     assert_eq!(requests[0].capabilities, Some(vec![vec!["gpu".to_owned()]]));
     assert_eq!(host.nano_cpus, Some(500_000_000));
     assert_eq!(host.memory, Some(64 << 20));
-    let found = docker.find(&a.run_id).await.expect("listed");
+    let found = docker.find(&a.key.run).await.expect("listed");
     assert!(found.is_empty(), "discarded containers are gone: {found:?}");
 }

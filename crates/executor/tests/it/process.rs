@@ -1,41 +1,37 @@
 //! A step as a child process: what it sees, what comes back, how it stops.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use weir_engine::{Outcome, Prepared, Program};
-use weir_executor::{Attempt, run_process};
-use weir_model::pipeline::{Executor, Pull};
+use weir_executor::{AttemptIo, AttemptKey, Executor, Exit, Launch, ProcessExecutor, Pull};
 
-fn attempt(dir: &Path, line: &str) -> Attempt {
-    Attempt {
-        run_id: "run-7".to_owned(),
+fn attempt(dir: &Path, line: &str) -> Launch {
+    Launch {
+        key: AttemptKey {
+            run: "run-7".to_owned(),
+            step: 0,
+            attempt: 2,
+        },
         pipeline: "churn".to_owned(),
         step: "train[lr=0.1]".to_owned(),
-        number: 2,
         params: vec![("lr".to_owned(), "0.1".to_owned())],
-        prepared: Prepared {
-            command: Program::Shell(line.to_owned()),
-            image: None,
-            pull: Pull::IfNotPresent,
-            executor: Executor::Process,
-            env: vec![("MODE".to_owned(), "fast".to_owned())],
-            secrets: vec!["TOKEN".to_owned()],
-            gpus: None,
-            cpus: None,
-            memory: None,
-            artifacts: Vec::new(),
-        },
-        work: dir.join("work"),
-        out: dir.join("out"),
+        argv: vec!["sh".to_owned(), "-c".to_owned(), line.to_owned()],
+        image: None,
+        pull: Pull::IfNotPresent,
+        env: vec![("MODE".to_owned(), "fast".to_owned())],
         secrets: vec![("TOKEN".to_owned(), "tok-123456".to_owned())],
         gpus: vec!["1".to_owned()],
+        cpus: None,
+        memory: None,
+        work: dir.join("work"),
+        out: dir.join("out"),
         grace: Duration::from_millis(500),
     }
 }
 
-/// Runs to the end and returns the outcome and the whole log.
-async fn run(attempt: &Attempt, stop_after: Option<Duration>) -> (Outcome, String) {
+/// Runs to the end and returns the exit and the whole log.
+async fn run(attempt: &Launch, stop_after: Option<Duration>) -> (Exit, String) {
     let (logs, mut received) = mpsc::channel(64);
     let (stop, stopped) = watch::channel(None);
     let collector = tokio::spawn(async move {
@@ -51,7 +47,13 @@ async fn run(attempt: &Attempt, stop_after: Option<Duration>) -> (Outcome, Strin
             let _ = stop.send(Some("cancelled by test".to_owned()));
         })
     });
-    let outcome = run_process(attempt, logs, stopped, tokio::sync::oneshot::channel().0).await;
+    let io = AttemptIo {
+        logs,
+        stop: stopped,
+        started: tokio::sync::oneshot::channel().0,
+    };
+    let executor = ProcessExecutor::new(attempt.work.join("runs"));
+    let outcome = executor.launch(attempt, io).await;
     if let Some(stopper) = stopper {
         stopper.abort();
     }
@@ -150,7 +152,7 @@ async fn exit_codes_and_unstartable_programs_are_reported() {
     assert_eq!(outcome.exit_code, Some(3));
     assert_eq!(log, "oops\n");
     let mut a = attempt(dir.path(), "");
-    a.prepared.command = Program::Argv(vec!["/no/such/program".to_owned()]);
+    a.argv = vec!["/no/such/program".to_owned()];
     let (outcome, _) = run(&a, None).await;
     assert!(
         outcome
@@ -201,4 +203,45 @@ async fn nothing_the_step_left_behind_survives_it() {
     let (outcome, _) = run(&attempt(dir.path(), &line), None).await;
     assert_eq!(outcome.exit_code, Some(0));
     assert!(gone(&pid).await, "an orphan of the step is still running");
+}
+
+/// What a weir killed mid-step leaves: a process group still running with
+/// its out folder's `.weir-pgid` and `.weir-attempt`. Recovery finds it
+/// through the trait, cannot take it up, and discards it.
+#[tokio::test]
+async fn a_group_left_by_a_dead_weir_is_found_and_discarded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runs = dir.path().join("runs");
+    let out = runs.join("run-9").join("out").join("train-1");
+    std::fs::create_dir_all(&out).expect("out");
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "sleep 300"])
+        .env("WEIR_OUT", &out)
+        .process_group(0)
+        .spawn()
+        .expect("spawn");
+    std::fs::write(out.join(".weir-pgid"), child.id().to_string()).expect("pgid");
+    std::fs::write(out.join(".weir-attempt"), "3 1").expect("key");
+    std::fs::write(dir.path().join("child.pid"), child.id().to_string()).expect("pid");
+
+    let executor = ProcessExecutor::new(&runs);
+    let found = executor.find("run-9").await.expect("find");
+    assert_eq!(found.len(), 1, "{found:?}");
+    let leftover = &found[0];
+    assert_eq!(
+        leftover.key,
+        AttemptKey {
+            run: "run-9".to_owned(),
+            step: 3,
+            attempt: 1
+        }
+    );
+    assert!(leftover.running && !leftover.resumable, "{leftover:?}");
+    assert!(executor.find("run-other").await.expect("find").is_empty());
+
+    executor.discard(leftover).await;
+    let _ = child.wait();
+    assert!(gone(&dir.path().join("child.pid")).await);
+    let again = executor.find("run-9").await.expect("find");
+    assert!(!again[0].running, "{again:?}");
 }

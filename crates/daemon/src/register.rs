@@ -1,0 +1,154 @@
+//! `register` steps: no process, an attempt carried out against the
+//! registry. The artifact is hashed and the version created in the
+//! attempt's task, reported `Started`/`Exited` like an executor's, so
+//! retries, recovery and "commit before act" apply unchanged.
+//!
+//! **Invariant:** a registration happens once per run and step; a retried
+//! or recovered attempt finds the version made before (the store's unique
+//! index), never a second one.
+
+use crate::clock::now;
+use crate::config::{Options, run_dir};
+use std::path::PathBuf;
+use weir_engine::{Outcome, Run};
+use weir_model::Pipeline;
+use weir_store::Store;
+
+/// What a register step registers: its artifact (which must be a file
+/// inside the run's work folder) and the metrics of its `metrics_from` step.
+pub(crate) struct Registration {
+    model: String,
+    artifact: String,
+    path: PathBuf,
+    metrics: serde_json::Map<String, serde_json::Value>,
+    run_id: String,
+    step: String,
+    alias: Option<String>,
+}
+
+/// A register step whose artifact path leaves the work folder.
+#[derive(Debug, thiserror::Error)]
+#[error("artifact '{0}' must be a path inside the run's work folder ($WEIR_WORK), without '..'")]
+pub(crate) struct OutsideWork(String);
+
+/// What register step `step` of `run` registers.
+pub(crate) fn registration(
+    pipeline: &Pipeline,
+    run: &Run,
+    step: usize,
+    register: &weir_model::pipeline::Register,
+    options: &Options,
+) -> Result<Registration, OutsideWork> {
+    let artifact = register.artifact.value.clone();
+    let relative = std::path::Path::new(&artifact);
+    let inside = relative.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if !inside {
+        return Err(OutsideWork(artifact));
+    }
+    let mut metrics = serde_json::Map::new();
+    if let Some(from) = &register.metrics_from {
+        let index = pipeline.steps.iter().position(|s| s.id.value == from.value);
+        let instances: Vec<&weir_engine::StepRun> =
+            run.steps.iter().filter(|s| Some(s.step) == index).collect();
+        let latest = |s: &weir_engine::StepRun| {
+            s.attempts
+                .iter()
+                .rev()
+                .find(|a| a.state == weir_engine::AttemptState::Succeeded)
+                .map(|a| a.metrics.clone())
+                .unwrap_or_default()
+        };
+        match instances.as_slice() {
+            [one] => metrics = latest(one),
+            many => {
+                for instance in many {
+                    metrics.insert(
+                        instance.id.clone(),
+                        serde_json::Value::Object(latest(instance)),
+                    );
+                }
+            }
+        }
+    }
+    Ok(Registration {
+        model: register.model.value.clone(),
+        path: run_dir(options, run).join("work").join(relative),
+        artifact,
+        metrics,
+        run_id: run.id.clone(),
+        step: run.steps[step].id.clone(),
+        alias: register.alias.as_ref().map(|a| a.value.clone()),
+    })
+}
+
+/// Hashes the artifact and registers the version: outputs `model`,
+/// `version` and `sha256`; a missing artifact fails the step, naming it.
+pub(crate) async fn register_version(store: &Store, new: Registration) -> Outcome {
+    let path = new.path.clone();
+    let hashed = tokio::task::spawn_blocking(move || sha256_file(&path)).await;
+    let sha256 = match hashed {
+        Ok(Ok(sha256)) => sha256,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Outcome::failed(format!(
+                "artifact '{}' not found in the run's work folder: the steps before this one must write $WEIR_WORK/{}",
+                new.artifact, new.artifact
+            ));
+        }
+        Ok(Err(e)) => {
+            return Outcome::failed(format!("cannot read artifact '{}': {e}", new.artifact));
+        }
+        Err(e) => return Outcome::failed(format!("cannot read artifact '{}': {e}", new.artifact)),
+    };
+    let version = weir_store::NewVersion {
+        model: &new.model,
+        artifact: &new.artifact,
+        sha256: &sha256,
+        metrics: &new.metrics,
+        run_id: &new.run_id,
+        step: &new.step,
+        alias: new.alias.as_deref(),
+        at: now(),
+    };
+    match store.register_model(&version).await {
+        Ok(registered) => {
+            tracing::info!(model = %new.model, version = registered.version, run = %new.run_id, "model registered");
+            let outputs = serde_json::json!({
+                "model": registered.model,
+                "version": registered.version,
+                "sha256": registered.sha256,
+            });
+            Outcome {
+                exit_code: Some(0),
+                outputs: outputs.as_object().cloned().unwrap_or_default(),
+                metrics: registered.metrics,
+                ..Outcome::default()
+            }
+        }
+        Err(e) => Outcome::failed(format!("cannot register {}: {e}", new.model)),
+    }
+}
+
+/// The SHA-256 of a file, hex, read in blocks.
+pub(crate) fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(std::io::Error::other("it is a folder, not a file"));
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
