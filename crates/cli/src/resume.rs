@@ -27,14 +27,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         let mut code = ExitCode::SUCCESS;
         for id in ids {
-            let hash = store.run_pipeline_hash(&id).await?;
-            let source = store.pipeline_source(&hash).await?.ok_or_else(|| {
-                anyhow::anyhow!("run {id}: its pipeline version {hash} is missing from the store")
-            })?;
-            let validated = weir_model::validate(&source);
-            let Some(pipeline) = validated.pipeline else {
-                anyhow::bail!("run {id}: its stored pipeline no longer validates");
-            };
+            let (pipeline, _) = weir_daemon::stored(&store, &id).await?;
             if settings.output == crate::output::Output::Table {
                 println!("resuming run {id} of {}", pipeline.name.value);
             }

@@ -5,6 +5,8 @@ use crate::local::{StoreArgs, ctrl_c, finish, progress, runtime};
 use crate::plan::parse_param;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use weir_daemon::{Daemon, Notice, StartRun, Started, TriggerError};
+use weir_engine::Cause;
 
 /// Arguments of `weir run`.
 #[derive(clap::Args)]
@@ -34,45 +36,64 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let settings = args.store.settings()?;
         let options = settings.options(&pipeline).await?;
         let store = settings.store().await?;
-        let hash = store.save_pipeline(&pipeline.name.value, &source).await?;
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let now = weir_daemon::now();
-        let mut run = match weir_engine::new_run(
-            &pipeline,
-            &id,
-            "manual",
-            &args.params,
-            serde_json::Value::Null,
-            store.registry_view().await?,
-            now,
-        ) {
-            Ok(run) => run,
-            Err(errors) => {
-                for e in errors {
+        let name = pipeline.name.value.clone();
+        let daemon = Daemon::for_file(store, &args.file, pipeline, &source, options).await?;
+        // Followed from before the run exists, so no change is missed.
+        let mut notices = daemon.follow();
+        let start = StartRun {
+            params: args.params.clone(),
+            timeout: args.timeout.map(|t| t.get()),
+            ..StartRun::new(&name, Cause::manual(actor()))
+        };
+        let id = match daemon.start_run(start).await {
+            Ok(Started::Run(run)) => run.id,
+            Ok(Started::Replay(_)) => unreachable!("a manual run has no delivery id"),
+            Err(TriggerError::Params(errors)) => {
+                for e in errors.0 {
                     eprintln!("{shown}: {e}");
                 }
+                daemon.shutdown(SHUTDOWN).await;
                 return Ok(ExitCode::FAILURE);
             }
+            Err(e) => return Err(e.into()),
         };
-        if let Some(timeout) = args.timeout {
-            run.deadline = chrono::Duration::from_std(timeout.get())
-                .ok()
-                .map(|t| now + t);
-        }
-        store.create_run(&run, &hash).await?;
         if settings.output == crate::output::Output::Table {
-            println!("run {id} of {}", pipeline.name.value);
+            println!("run {id} of {name}");
         }
-        let finished = weir_daemon::drive(
-            &store,
-            &pipeline,
-            &id,
-            &options,
-            ctrl_c(),
-            progress(settings.output),
-        )
-        .await?;
-        store.close().await;
+        let mut show = progress(settings.output);
+        let mut interrupt = std::pin::pin!(ctrl_c());
+        let mut interrupted = false;
+        let finished = loop {
+            tokio::select! {
+                notice = notices.recv() => match notice {
+                    Ok(Notice::Changed(run, change)) if run.id == id => show(&run, &change),
+                    Ok(Notice::Finished(run)) if run.id == id => break (*run).clone(),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        break daemon.store().load_run(&id).await?;
+                    }
+                },
+                () = &mut interrupt, if !interrupted => {
+                    interrupted = true;
+                    daemon.cancel(&id, "cancelled by Ctrl-C");
+                }
+            }
+        };
+        // The audit entries of the run (gates, registrations) are in the
+        // log before weir exits.
+        daemon.shutdown(SHUTDOWN).await;
         finish(&finished, settings.output)
     })
+}
+
+/// How long `weir run` waits, once its run ended, for the audit log.
+const SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Who `weir run` records as starting the run: the user running it.
+fn actor() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "local".to_owned())
 }

@@ -168,14 +168,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let mut tokens = vec![("admin".to_owned(), token)];
         tokens.extend(settings.tokens.iter().cloned());
         let state = weir_server::State {
-            daemon,
+            daemon: Arc::clone(&daemon),
             tokens: Arc::from(tokens),
         };
         axum::serve(listener, weir_server::router(state))
             .with_graceful_shutdown(shutdown())
             .await?;
-        // Returning drops the runs' tasks: every decision is committed, and
-        // the next start takes up the containers that still run.
+        // Every run loop commits its last decision and lets go of its run
+        // (the next start takes up the containers that still run), and the
+        // audit queue is appended, before weir exits.
+        if !daemon.shutdown(std::time::Duration::from_secs(8)).await {
+            tracing::warn!("some tasks were still running at exit");
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -44,7 +44,7 @@ async fn weir_runs(command: &str, n: usize) -> (Duration, Vec<Duration>) {
         let run = weir_engine::new_run(
             &pipeline,
             &id,
-            "manual",
+            weir_engine::Cause::manual("bench"),
             &[],
             serde_json::Value::Null,
             serde_json::json!({}),

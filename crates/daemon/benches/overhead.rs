@@ -80,7 +80,7 @@ async fn weir(yaml: &str, max_running: usize) -> Duration {
     let run = weir_engine::new_run(
         &pipeline,
         "bench",
-        "manual",
+        weir_engine::Cause::manual("bench"),
         &[],
         serde_json::Value::Null,
         serde_json::json!({}),

@@ -49,7 +49,7 @@ impl TakeUp {
 #[derive(Debug, thiserror::Error)]
 enum LaunchError {
     #[error("{0}")]
-    Prepare(String),
+    Prepare(#[from] weir_engine::PrepareError),
     #[error("a {0} step has no process")]
     NoProcess(&'static str),
     #[error("no Docker engine: connect weir to one, or run this step with 'executor: process'")]
@@ -178,7 +178,7 @@ impl Starter<'_> {
         if !matches!(kind, StepKind::Container(_)) {
             return Err(LaunchError::NoProcess(kind.name()));
         }
-        let prepared = prepare(run, self.pipeline, step).map_err(LaunchError::Prepare)?;
+        let prepared = prepare(run, self.pipeline, step)?;
         let name = prepared.executor.name();
         let executor = match self.options.executors.get(name) {
             Some(executor) => Arc::clone(executor),

@@ -1,10 +1,21 @@
 //! What the daemon writes to the audit log: a writer task appends entries
 //! in the order they were recorded, signed with the daemon's key, so the
 //! places that record (some of them synchronous) never wait on it; entries
-//! that queue up while a commit runs share the next one.
+//! that queue up while a commit runs share the next one. A trigger's entry
+//! is not queued: it commits in the transaction that creates its run
+//! (`runs.rs`). Gate verdicts and registrations are recorded from each
+//! run's step changes ([`audit_change`]).
+//!
+//! **Invariant:** what was recorded before [`Auditor::close`] is in the
+//! log once `close` returns.
 
+use crate::drive::Change;
+use crate::tasks::{TaskKind, Tasks};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use std::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use weir_engine::Run;
+use weir_model::Pipeline;
 use weir_store::{NewEntry, SigningKey, Store, VerifyingKey};
 
 /// One entry waiting to be appended.
@@ -18,16 +29,18 @@ struct Pending {
 
 /// The daemon's audit log writer.
 pub(crate) struct Auditor {
-    queue: mpsc::UnboundedSender<Pending>,
+    queue: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
+    drained: Mutex<Option<oneshot::Receiver<()>>>,
     key: SigningKey,
 }
 
 impl Auditor {
-    /// Starts the writer for `store` with `key`.
-    pub(crate) fn start(store: Store, key: SigningKey) -> Auditor {
+    /// Starts the writer for `store` with `key`, as one of `tasks`.
+    pub(crate) fn start(store: Store, key: SigningKey, tasks: &Tasks) -> Auditor {
         let signing = key.clone();
         let (queue, mut pending) = mpsc::unbounded_channel::<Pending>();
-        tokio::spawn(async move {
+        let (done, drained) = oneshot::channel();
+        tasks.spawn(TaskKind::Audit, async move {
             let mut batch = Vec::new();
             // Whatever queued up while the last commit ran goes in the next.
             while pending.recv_many(&mut batch, 256).await > 0 {
@@ -47,22 +60,48 @@ impl Auditor {
                 drop(entries);
                 batch.clear();
             }
+            let _ = done.send(());
         });
         Auditor {
-            queue,
+            queue: Mutex::new(Some(queue)),
+            drained: Mutex::new(Some(drained)),
             key: signing,
         }
     }
 
     /// Records that `actor` did `action` to `subject`.
     pub(crate) fn record(&self, actor: &str, action: &'static str, subject: &str, payload: Value) {
-        let _ = self.queue.send(Pending {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(queue) = queue.as_ref() else {
+            tracing::error!(
+                actor,
+                action,
+                subject,
+                "the audit log is closed: entry not recorded"
+            );
+            return;
+        };
+        let _ = queue.send(Pending {
             actor: actor.to_owned(),
             action,
             subject: subject.to_owned(),
             payload,
             at: crate::clock::now(),
         });
+    }
+
+    /// Takes no more entries and waits until every one recorded before is
+    /// appended.
+    pub(crate) async fn close(&self) {
+        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let drained = self
+            .drained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(drained) = drained {
+            let _ = drained.await;
+        }
     }
 
     /// The key that verifies the entries.
@@ -74,5 +113,49 @@ impl Auditor {
     /// what they record.
     pub(crate) fn key(&self) -> &SigningKey {
         &self.key
+    }
+}
+
+/// Records gate verdicts and registrations as a run makes them.
+pub(crate) fn audit_change(audit: &Auditor, pipeline: &Pipeline, run: &Run, change: &Change) {
+    use weir_engine::StepState;
+    use weir_model::pipeline::StepKind;
+    let instance = &run.steps[change.step];
+    let subject = format!("{}/{}", run.id, instance.id);
+    match &pipeline.steps[instance.step].kind {
+        StepKind::Gate(_) if matches!(change.to, StepState::Succeeded | StepState::Failed) => {
+            audit.record(
+                "weir",
+                "gate.decided",
+                &subject,
+                serde_json::json!({
+                    "holds": change.to == StepState::Succeeded,
+                    "evidence": instance.evidence,
+                }),
+            );
+        }
+        StepKind::Register(register) if change.to == StepState::Succeeded => {
+            let outputs = instance
+                .last_attempt()
+                .map(|a| a.outputs.clone())
+                .unwrap_or_default();
+            let version = outputs.get("version").cloned().unwrap_or_default();
+            let actor = format!("run {}", run.id);
+            audit.record(
+                &actor,
+                "model.registered",
+                &format!("{}@{version}", register.model.value),
+                serde_json::json!({ "sha256": outputs.get("sha256"), "step": subject }),
+            );
+            if let Some(alias) = &register.alias {
+                audit.record(
+                    &actor,
+                    "alias.moved",
+                    &format!("{}/{}", register.model.value, alias.value),
+                    serde_json::json!({ "version": version }),
+                );
+            }
+        }
+        _ => {}
     }
 }

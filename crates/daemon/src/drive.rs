@@ -40,6 +40,9 @@ pub enum DriveError {
 pub enum Control {
     /// Cancel it, with this reason on everything it stops.
     Cancel(String),
+    /// Stop driving it, leaving it as last committed (the daemon shuts
+    /// down; the next start takes it up).
+    Detach,
     /// Decide the approval step instance `step`; the answer comes once the
     /// decision is committed, or says why it was refused.
     Decide {
@@ -196,6 +199,8 @@ pub async fn drive_with(
                 Ok(()) = freed.changed() => queue.push_back(Event::Tick),
                 asked = control.recv(), if listening => match asked {
                     Some(Control::Cancel(reason)) => queue.push_back(Event::Cancel { reason }),
+                    // Every decision so far is committed: let go of the run.
+                    Some(Control::Detach) => return Ok(run.clone()),
                     Some(Control::Decide { step, approved, by, comment, reply }) => {
                         match run.steps.iter().position(|s| s.id == step) {
                             Some(index) if run.steps[index].state == StepState::Waiting => {

@@ -6,19 +6,27 @@
 //! here: HTTP, formatting for people (the CLI's), the rules of the state
 //! machine (the engine's).
 
+mod approvals;
 mod attempt;
 mod audit;
+mod catalog;
 mod clock;
 mod config;
-mod daemon;
 mod drive;
+mod intake;
 mod load;
 mod register;
+mod registry;
+mod runs;
+mod schedules;
+mod tasks;
 
+pub use approvals::DecideError;
+pub use catalog::{Loaded, Reload, Scan, StoredError, load_pipelines, stored};
 pub use clock::now;
 pub use config::{Docker, Executors, Options};
-pub use daemon::{
-    CATCHUP_CAP, Daemon, DecideError, Delivered, Loaded, Reload, Scan, TriggerError, load_pipelines,
-};
 pub use drive::{Change, Control, DriveError, drive, drive_with};
+pub use intake::{Delivery, DeliveryError};
 pub use load::Usage;
+pub use runs::{Busy, Daemon, Notice, StartRun, Started, TriggerError};
+pub use schedules::CATCHUP_CAP;

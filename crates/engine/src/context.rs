@@ -17,7 +17,7 @@ pub(crate) fn for_instance(run: &Run, pipeline: &Pipeline, index: usize) -> Cont
     context.set("params", Json::Object(params));
     context.set(
         "run",
-        json!({ "id": run.id, "trigger": run.trigger, "pipeline": run.pipeline }),
+        json!({ "id": run.id, "trigger": run.cause.kind(), "pipeline": run.pipeline }),
     );
     let mut steps = Map::new();
     for (step_index, step) in pipeline.steps.iter().enumerate() {

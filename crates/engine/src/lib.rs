@@ -9,6 +9,7 @@
 //! rule is tested with made-up times by the thousand.
 
 mod advance;
+mod cause;
 mod context;
 pub mod drift;
 mod prepare;
@@ -17,11 +18,12 @@ mod run;
 pub mod schedule;
 
 pub use advance::{Action, Admission, Capacity, Error, Event, Outcome, StopReason, admit, advance};
-pub use prepare::{Prepared, Program, prepare};
-pub use retry::retry_run;
+pub use cause::{Cause, Decision, LastDrift, drift_decision};
+pub use prepare::{PrepareError, Prepared, Program, prepare};
+pub use retry::{RetryError, retry_run};
 pub use run::{
-    Attempt, AttemptState, Evidence, Read, Run, RunState, StepRun, StepState, Stopping, Time,
-    new_run,
+    Attempt, AttemptState, Evidence, ParamsError, Read, Run, RunState, StepRun, StepState,
+    Stopping, Time, new_run,
 };
 
 /// How many times an attempt lost to a crash of weir is started again

@@ -51,21 +51,45 @@ impl Program {
     }
 }
 
+/// Why an attempt could not be prepared; it fails with this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrepareError {
+    /// The step runs no program.
+    #[error("step '{step}' is a {kind} step, not a container step")]
+    NotAContainer {
+        /// The step's id.
+        step: String,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// A template read something absent.
+    #[error("{template}: {reason}")]
+    Template {
+        /// Which template (`run`, `env MODE`, …).
+        template: String,
+        /// What was missing.
+        reason: String,
+    },
+}
+
 /// Renders the container step of instance `index` of `run`. An error (a
 /// template reading something absent) names the template and the missing
 /// key, and fails the attempt.
-pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared, String> {
+pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared, PrepareError> {
     let step = &pipeline.steps[run.steps[index].step];
     let StepKind::Container(container) = &step.kind else {
-        return Err(format!(
-            "step '{}' is a {} step, not a container step",
-            step.id.value,
-            step.kind.name()
-        ));
+        return Err(PrepareError::NotAContainer {
+            step: step.id.value.clone(),
+            kind: step.kind.name(),
+        });
     };
     let ctx = context::for_instance(run, pipeline, index);
-    let render =
-        |t: &weir_expr::Template, what: &str| t.render(&ctx).map_err(|e| format!("{what}: {e}"));
+    let render = |t: &weir_expr::Template, what: &str| {
+        t.render(&ctx).map_err(|e| PrepareError::Template {
+            template: what.to_owned(),
+            reason: e.to_string(),
+        })
+    };
     let Container {
         action,
         image,

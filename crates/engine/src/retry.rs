@@ -1,9 +1,15 @@
 //! Retrying a finished run: a new run of the same pipeline version, params
 //! and event that reuses what succeeded before the point of failure.
 
+use crate::Cause;
 use crate::run::{Run, RunState, StepState, Time, new_run};
 use weir_model::Dag;
 use weir_model::Pipeline;
+
+/// Why a run cannot be retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RetryError(String);
 
 /// A new run `id` that retries `original`, a finished run of `pipeline`.
 /// The instances that succeeded there are reused as they were (state,
@@ -15,36 +21,41 @@ pub fn retry_run(
     original: &Run,
     id: &str,
     from: Option<&str>,
+    actor: &str,
     now: Time,
-) -> Result<Run, String> {
+) -> Result<Run, RetryError> {
     if !original.state.is_terminal() {
-        return Err(format!(
+        return Err(RetryError(format!(
             "run {} is still {}: wait for it to end, or cancel it, before retrying",
             original.id, original.state
-        ));
+        )));
     }
     let dag = Dag::new(pipeline);
     let from = match from {
         Some(name) => Some(step_index(pipeline, original, name)?),
         None if original.state == RunState::Succeeded => {
-            return Err(format!(
+            return Err(RetryError(format!(
                 "run {} succeeded: name the step to run again from with --from",
                 original.id
-            ));
+            )));
         }
         None => None,
+    };
+    let cause = Cause::Retry {
+        of: original.id.clone(),
+        from: from.map(|index| pipeline.steps[index].id.value.clone()),
+        actor: actor.to_owned(),
     };
     let mut run = new_run(
         pipeline,
         id,
-        "retry",
+        cause,
         &original.params,
         original.event.clone(),
         original.models.clone(),
         now,
     )
-    .map_err(|e| e.join("; "))?;
-    run.retry_of = Some(original.id.clone());
+    .map_err(|e| RetryError(e.to_string()))?;
     run.source_commit = original.source_commit.clone();
     for instance in &mut run.steps {
         let Some(before) = original.step(&instance.id) else {
@@ -61,7 +72,7 @@ pub fn retry_run(
 }
 
 /// The pipeline step that `name` (a step id or an instance id) names.
-fn step_index(pipeline: &Pipeline, original: &Run, name: &str) -> Result<usize, String> {
+fn step_index(pipeline: &Pipeline, original: &Run, name: &str) -> Result<usize, RetryError> {
     if let Some(index) = pipeline.steps.iter().position(|s| s.id.value == name) {
         return Ok(index);
     }
@@ -70,9 +81,9 @@ fn step_index(pipeline: &Pipeline, original: &Run, name: &str) -> Result<usize, 
     }
     let ids: Vec<&str> = pipeline.steps.iter().map(|s| s.id.value.as_str()).collect();
     let near = weir_model::did_you_mean(name, ids.iter().copied());
-    Err(format!(
+    Err(RetryError(format!(
         "pipeline '{}' has no step '{name}'{near}; its steps: {}",
         pipeline.name.value,
         ids.join(", ")
-    ))
+    )))
 }

@@ -137,8 +137,8 @@ pub struct Run {
     pub id: String,
     /// The pipeline's name.
     pub pipeline: String,
-    /// What started it: `manual`, `schedule`, `webhook`, `drift`, `retry`, …
-    pub trigger: String,
+    /// What started it.
+    pub cause: crate::Cause,
     /// Every param with its value, in the pipeline's order (a JSON object).
     #[serde(with = "pairs")]
     pub params: Vec<(String, String)>,
@@ -162,9 +162,6 @@ pub struct Run {
     pub stopping: Option<Stopping>,
     /// One entry per step instance, in pipeline order.
     pub steps: Vec<StepRun>,
-    /// The run this one retries, when it is a retry.
-    #[serde(default)]
-    pub retry_of: Option<String>,
     /// The git commit of the pipelines folder when the run was created, if
     /// it is a git repository.
     #[serde(default)]
@@ -264,18 +261,25 @@ pub struct Read {
     pub value: Option<Json>,
 }
 
+/// Params a run was given that the pipeline does not take, or params it
+/// needs that were not given: one message per param.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct ParamsError(pub Vec<String>);
+
 /// A new run of `pipeline`, queued, with one step instance per matrix
 /// combination. Errors name params that are unknown or missing.
 pub fn new_run(
     pipeline: &Pipeline,
     id: &str,
-    trigger: &str,
+    cause: crate::Cause,
     given: &[(String, String)],
     event: Json,
     models: Json,
     now: Time,
-) -> Result<Run, Vec<String>> {
-    let params = resolve_params(pipeline, given)?
+) -> Result<Run, ParamsError> {
+    let params = resolve_params(pipeline, given)
+        .map_err(ParamsError)?
         .into_iter()
         .map(|p| (p.name, p.value))
         .collect();
@@ -312,7 +316,7 @@ pub fn new_run(
     Ok(Run {
         id: id.to_owned(),
         pipeline: pipeline.name.value.clone(),
-        trigger: trigger.to_owned(),
+        cause,
         params,
         event,
         models,
@@ -324,12 +328,50 @@ pub fn new_run(
         deadline: None,
         stopping: None,
         steps,
-        retry_of: None,
         source_commit: None,
     })
 }
 
 impl Run {
+    /// Ends a run that was never started, `cancelled` with `reason` (its
+    /// pipeline's `concurrency` skipped it).
+    pub fn skip(&mut self, reason: impl Into<String>, now: Time) {
+        let reason = reason.into();
+        for step in self.steps.iter_mut().filter(|s| !s.state.is_terminal()) {
+            step.state = StepState::Cancelled;
+            step.reason = Some(reason.clone());
+            step.finished_at = Some(now);
+        }
+        self.state = RunState::Cancelled;
+        self.reason = Some(reason);
+        self.finished_at = Some(now);
+    }
+
+    /// Ends a run that cannot be driven any more (its stored pipeline no
+    /// longer validates), `failed` with `reason`: its unfinished attempts
+    /// are lost, its unfinished steps failed, nothing is left `running`.
+    pub fn abandon(&mut self, reason: impl Into<String>, now: Time) {
+        let reason = reason.into();
+        for step in self.steps.iter_mut().filter(|s| !s.state.is_terminal()) {
+            for attempt in step.attempts.iter_mut().filter(|a| !a.state.is_terminal()) {
+                attempt.state = AttemptState::Lost;
+                attempt.reason = Some(reason.clone());
+                attempt.finished_at = Some(now);
+            }
+            step.state = StepState::Failed;
+            step.reason = Some(reason.clone());
+            step.finished_at = Some(now);
+        }
+        self.state = RunState::Failed;
+        self.reason = Some(reason);
+        self.finished_at = Some(now);
+    }
+
+    /// The run this one retries, when it is a retry.
+    pub fn retry_of(&self) -> Option<&str> {
+        self.cause.retry_of()
+    }
+
     /// The instance with this id.
     pub fn step(&self, id: &str) -> Option<&StepRun> {
         self.steps.iter().find(|s| s.id == id)

@@ -56,3 +56,68 @@ impl From<weir_store::Error> for ApiError {
         }
     }
 }
+
+impl From<weir_daemon::TriggerError> for ApiError {
+    fn from(e: weir_daemon::TriggerError) -> ApiError {
+        use weir_daemon::TriggerError as T;
+        match e {
+            T::UnknownPipeline(..) => ApiError::not_found(e.to_string()),
+            T::ManualDisabled(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "manual-disabled", e.to_string())
+            }
+            T::Params(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad-params",
+                e.to_string(),
+            ),
+            T::Retry(_) | T::Stored(_) | T::Folder { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "cannot-retry", e.to_string())
+            }
+            T::NoSchedule(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "cannot-backfill",
+                e.to_string(),
+            ),
+            T::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                e.to_string(),
+            ),
+            T::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<weir_daemon::DeliveryError> for ApiError {
+    fn from(e: weir_daemon::DeliveryError) -> ApiError {
+        use weir_daemon::DeliveryError as D;
+        match e {
+            D::UnknownPipeline(_) => ApiError::not_found(e.to_string()),
+            D::NoWebhook(_) => ApiError::new(StatusCode::FORBIDDEN, "no-webhook", e.to_string()),
+            D::NoSecret(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no-secret", e.to_string())
+            }
+            D::BadSignature => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "bad-signature", e.to_string())
+            }
+            D::BadPayload(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad-payload", e.to_string())
+            }
+            D::Refused(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
+            }
+            D::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A run as the API answers it: the engine's run with `trigger`, the kind
+/// of its cause, beside the cause itself.
+pub(crate) fn run_json(run: &weir_engine::Run) -> serde_json::Value {
+    let mut value = serde_json::json!(run);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("trigger".to_owned(), run.cause.kind().into());
+        map.insert("retry_of".to_owned(), run.retry_of().into());
+    }
+    value
+}

@@ -1,7 +1,7 @@
 //! The routes: health, pipelines, runs (create, list, get, cancel,
 //! retry), approvals, logs, events.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, run_json};
 use axum::extract::{Path, Query, Request, State as Extract};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use weir_daemon::{Daemon, TriggerError};
+use weir_daemon::{Daemon, StartRun, Started};
+use weir_engine::Cause;
 
 /// What the routes need: the daemon and the tokens clients may present.
 #[derive(Clone)]
@@ -143,25 +144,18 @@ async fn create_run(
             ),
         )
     })?;
-    let params: Vec<(String, String)> = new.params.into_iter().collect();
-    match state
-        .daemon
-        .trigger_by(&new.pipeline, &params, &actor)
-        .await
-    {
-        Ok(run) => Ok((StatusCode::CREATED, Json(json!(run)))),
-        Err(e @ TriggerError::UnknownPipeline(..)) => Err(ApiError::not_found(e.to_string())),
-        Err(e @ TriggerError::ManualDisabled(_)) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "manual-disabled",
-            e.to_string(),
-        )),
-        Err(e @ TriggerError::Params(_)) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "bad-params",
-            e.to_string(),
-        )),
-        Err(TriggerError::Store(e)) => Err(ApiError::internal(e)),
+    let start = StartRun {
+        params: new.params.into_iter().collect(),
+        ..StartRun::new(new.pipeline, Cause::manual(actor))
+    };
+    started(state.daemon.start_run(start).await?)
+}
+
+/// The answer to a started run: 201 with the run.
+fn started(started: Started) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match started {
+        Started::Run(run) => Ok((StatusCode::CREATED, Json(run_json(&run)))),
+        Started::Replay(run) => Ok((StatusCode::OK, Json(json!({ "run": run, "replay": true })))),
     }
 }
 
@@ -184,7 +178,7 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let run = state.daemon.store().load_run(&id).await?;
-    Ok(Json(json!(run)))
+    Ok(Json(run_json(&run)))
 }
 
 async fn cancel_run(
@@ -228,15 +222,12 @@ async fn retry_run(
     body: Option<Json<Retry>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let retry = body.map(|Json(r)| r).unwrap_or_default();
-    match state.daemon.retry(&id, retry.from.as_deref(), &actor).await {
-        Ok(run) => Ok((StatusCode::CREATED, Json(json!(run)))),
-        Err(TriggerError::Store(e)) => Err(e.into()),
-        Err(e) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "cannot-retry",
-            e.to_string(),
-        )),
-    }
+    let cause = Cause::Retry {
+        of: id,
+        from: retry.from,
+        actor,
+    };
+    started(state.daemon.start_run(StartRun::new("", cause)).await?)
 }
 
 #[derive(Deserialize)]
@@ -269,7 +260,7 @@ async fn decide(
         .decide(&id, &step, decision.approved, &actor, decision.comment)
         .await
     {
-        Ok(run) => Ok(Json(json!(run))),
+        Ok(run) => Ok(Json(run_json(&run))),
         Err(weir_daemon::DecideError::Store(e)) => Err(e.into()),
         Err(e) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -534,7 +525,11 @@ async fn metrics(
 ) -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), ApiError> {
     use std::fmt::Write as _;
     let counts = state.daemon.store().counts().await?;
-    let (running, gpus, queued) = state.daemon.load();
+    let weir_daemon::Busy {
+        attempts: running,
+        gpus,
+        queued,
+    } = state.daemon.busy();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -611,25 +606,15 @@ async fn backfill(
             "'to' is before 'from'",
         ));
     }
-    match state.daemon.backfill(&name, range.from, range.to).await {
-        Ok((started, skipped)) => {
-            let runs: Vec<Value> = started
-                .iter()
-                .map(|(slot, run)| json!({ "slot": slot, "run": run }))
-                .collect();
-            Ok((
-                StatusCode::CREATED,
-                Json(json!({ "runs": runs, "skipped": skipped })),
-            ))
-        }
-        Err(e @ TriggerError::UnknownPipeline(..)) => Err(ApiError::not_found(e.to_string())),
-        Err(TriggerError::Store(e)) => Err(ApiError::internal(e)),
-        Err(e) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "cannot-backfill",
-            e.to_string(),
-        )),
-    }
+    let (started, skipped) = state.daemon.backfill(&name, range.from, range.to).await?;
+    let runs: Vec<Value> = started
+        .iter()
+        .map(|(slot, run)| json!({ "slot": slot, "run": run }))
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "runs": runs, "skipped": skipped })),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -679,20 +664,20 @@ async fn drift(
         "reference": report.reference,
         "current": report.current,
     });
-    match state
+    let decision = state
         .daemon
         .drift(&report.pipeline, &report.metric, value, payload)
         .await
-    {
-        Ok(decision) => Ok(Json(
-            json!({ "metric": report.metric, "value": value, "decision": decision }),
-        )),
-        Err(e @ TriggerError::UnknownPipeline(..)) => Err(ApiError::not_found(e.to_string())),
-        Err(TriggerError::Store(e)) => Err(ApiError::internal(e)),
-        Err(e) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "refused",
-            e.to_string(),
-        )),
-    }
+        .map_err(|e| match e {
+            e @ (weir_daemon::TriggerError::UnknownPipeline(..)
+            | weir_daemon::TriggerError::Store(_)) => ApiError::from(e),
+            e => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string()),
+        })?;
+    Ok(Json(json!({
+        "metric": report.metric,
+        "value": value,
+        "decision": decision.to_string(),
+        "outcome": decision.kind(),
+        "detail": decision,
+    })))
 }

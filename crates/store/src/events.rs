@@ -5,9 +5,10 @@ use crate::db::on_db;
 use crate::{Error, Store};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use weir_engine::Decision;
 
 /// One stored event.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRecord {
     /// Increasing id.
     pub id: i64,
@@ -19,34 +20,73 @@ pub struct EventRecord {
     pub run_id: Option<String>,
     /// The payload, as JSON text.
     pub payload: String,
-    /// What weir decided: `triggered RUN`, `below threshold`, …
+    /// What weir decided, for people: `triggered RUN`, `below threshold …`.
     pub decision: String,
+    /// The kind of the decision: `triggered`, `coalesced`, `rejected`, …
+    pub outcome: String,
+    /// The decision itself.
+    pub detail: Decision,
     /// When it arrived.
     pub created_at: DateTime<Utc>,
 }
 
+/// An `events` row.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    kind: String,
+    pipeline: Option<String>,
+    run_id: Option<String>,
+    payload: String,
+    decision: String,
+    outcome: String,
+    detail: String,
+    created_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    fn record(self) -> Result<EventRecord, Error> {
+        let detail = serde_json::from_str(&self.detail)
+            .map_err(|e| Error::Corrupt(format!("event {} decision: {e}", self.id)))?;
+        Ok(EventRecord {
+            id: self.id,
+            kind: self.kind,
+            pipeline: self.pipeline,
+            run_id: self.run_id,
+            payload: self.payload,
+            decision: self.decision,
+            outcome: self.outcome,
+            detail,
+            created_at: self.created_at,
+        })
+    }
+}
+
 impl Store {
-    /// Records an event and returns its id.
+    /// Records an event with weir's decision (and the run it names, if
+    /// any) and returns its id.
     pub async fn record_event(
         &self,
         kind: &str,
         pipeline: Option<&str>,
-        run_id: Option<&str>,
         payload: &serde_json::Value,
-        decision: &str,
+        decision: &Decision,
         now: DateTime<Utc>,
     ) -> Result<i64, Error> {
         let payload = payload.to_string();
+        let detail = serde_json::to_string(decision).unwrap_or_else(|_| "null".to_owned());
         let (id,): (i64,) = on_db!(&self.db, pool => {
             sqlx::query_as(
-                "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             )
             .bind(kind)
             .bind(pipeline)
-            .bind(run_id)
+            .bind(decision.run())
             .bind(&payload)
-            .bind(decision)
+            .bind(decision.to_string())
             .bind(now)
+            .bind(decision.kind())
+            .bind(&detail)
             .fetch_one(pool)
             .await?
         });
@@ -56,27 +96,23 @@ impl Store {
     /// The first event that names run `run_id` (the delivery or report that
     /// started it), if any.
     pub async fn run_event(&self, run_id: &str) -> Result<Option<EventRecord>, Error> {
-        let row = on_db!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT id, kind, pipeline, run_id, payload, decision, created_at FROM events WHERE run_id = $1 ORDER BY id LIMIT 1",
-            )
+        let row: Option<EventRow> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id, kind, pipeline, run_id, payload, decision, outcome, detail, created_at FROM events WHERE run_id = $1 ORDER BY id LIMIT 1")
             .bind(run_id)
             .fetch_optional(pool)
             .await?
         });
-        Ok(row)
+        row.map(EventRow::record).transpose()
     }
 
     /// The latest `limit` events, newest first.
     pub async fn events(&self, limit: i64) -> Result<Vec<EventRecord>, Error> {
-        let rows = on_db!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT id, kind, pipeline, run_id, payload, decision, created_at FROM events ORDER BY id DESC LIMIT $1",
-            )
+        let rows: Vec<EventRow> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id, kind, pipeline, run_id, payload, decision, outcome, detail, created_at FROM events ORDER BY id DESC LIMIT $1")
             .bind(limit)
             .fetch_all(pool)
             .await?
         });
-        Ok(rows)
+        rows.into_iter().map(EventRow::record).collect()
     }
 }

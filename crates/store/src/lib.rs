@@ -14,6 +14,7 @@ mod logs;
 mod registry;
 mod runs;
 mod schedules;
+mod upgrade;
 
 pub use audit::{
     AuditEntry, Broken, GENESIS, NewEntry, entry_hash, public_key, signing_key, verify,
@@ -73,10 +74,12 @@ impl Store {
     /// SQLite file and its folder when missing, and migrates the schema.
     pub async fn connect(url: &str) -> Result<Store, Error> {
         let db = Db::connect(url).await?;
-        Ok(Store {
+        let store = Store {
             db,
             log_cap: DEFAULT_LOG_CAP,
-        })
+        };
+        store.upgrade().await?;
+        Ok(store)
     }
 
     /// The same store with another per-attempt log cap, in bytes.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
-use weir_engine::{Attempt, Run, StepRun};
+use weir_engine::{Attempt, Decision, Run, StepRun};
 
 /// A run as listings show it.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, sqlx::FromRow)]
@@ -17,7 +17,7 @@ pub struct RunSummary {
     pub id: String,
     /// Its pipeline.
     pub pipeline: String,
-    /// What started it.
+    /// The kind of what started it (`manual`, `webhook`, …).
     pub trigger: String,
     /// Where it is.
     pub state: String,
@@ -36,7 +36,7 @@ pub struct Counts {
     pub runs: Vec<(String, i64)>,
     /// Step instances by state.
     pub steps: Vec<(String, i64)>,
-    /// Events by kind and outcome.
+    /// Events by kind and the kind of weir's decision.
     pub events: Vec<(String, String, i64)>,
 }
 
@@ -46,6 +46,7 @@ struct RunRow {
     id: String,
     pipeline: String,
     trigger: String,
+    cause: String,
     params: String,
     event: String,
     models: String,
@@ -71,8 +72,8 @@ pub struct NewEvent<'a> {
     pub delivery: Option<&'a str>,
     /// The payload.
     pub payload: &'a serde_json::Value,
-    /// What weir decided (`triggered RUN`).
-    pub decision: &'a str,
+    /// What weir decided.
+    pub decision: &'a Decision,
     /// When it arrived.
     pub at: DateTime<Utc>,
 }
@@ -130,7 +131,8 @@ fn run_row(run: &Run) -> RunRow {
     RunRow {
         id: run.id.clone(),
         pipeline: run.pipeline.clone(),
-        trigger: run.trigger.clone(),
+        trigger: run.cause.kind().to_owned(),
+        cause: json(&run.cause),
         params: json(&run.params),
         event: json(&run.event),
         models: json(&run.models),
@@ -141,7 +143,7 @@ fn run_row(run: &Run) -> RunRow {
         finished_at: run.finished_at,
         deadline: run.deadline,
         stopping: run.stopping.as_ref().map(json),
-        retry_of: run.retry_of.clone(),
+        retry_of: run.retry_of().map(str::to_owned),
         source_commit: run.source_commit.clone(),
     }
 }
@@ -182,8 +184,8 @@ fn attempt_row(step_idx: usize, attempt: &Attempt) -> AttemptRow {
     }
 }
 
-const UPSERT_RUN: &str = "INSERT INTO runs (id, pipeline, pipeline_hash, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of, source_commit) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+const UPSERT_RUN: &str = "INSERT INTO runs (id, pipeline, pipeline_hash, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of, source_commit, cause) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
      ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, started_at = excluded.started_at, \
      finished_at = excluded.finished_at, deadline = excluded.deadline, stopping = excluded.stopping, models = excluded.models";
 
@@ -324,15 +326,17 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             if let Some(event) = event {
                 let inserted: Option<(i64,)> = sqlx::query_as(
-                    "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at, delivery) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pipeline, delivery) DO NOTHING RETURNING id",
+                    "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at, delivery, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (pipeline, delivery) DO NOTHING RETURNING id",
                 )
                 .bind(event.kind)
                 .bind(event.pipeline)
                 .bind(&after.id)
                 .bind(event.payload.to_string())
-                .bind(event.decision)
+                .bind(event.decision.to_string())
                 .bind(event.at)
                 .bind(event.delivery)
+                .bind(event.decision.kind())
+                .bind(json(event.decision))
                 .fetch_optional(&mut *tx)
                 .await?;
                 if inserted.is_none() {
@@ -360,6 +364,7 @@ impl Store {
                     .bind(&r.stopping)
                     .bind(&r.retry_of)
                     .bind(&r.source_commit)
+                    .bind(&r.cause)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -410,7 +415,7 @@ impl Store {
     pub async fn load_run(&self, id: &str) -> Result<Run, Error> {
         let (run, steps, attempts): (Option<RunRow>, Vec<StepRow>, Vec<AttemptRow>) = on_db!(&self.db, pool => {
             let run = sqlx::query_as(
-                "SELECT id, pipeline, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of, source_commit FROM runs WHERE id = $1",
+                "SELECT id, pipeline, trigger, cause, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of, source_commit FROM runs WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(pool)
@@ -476,7 +481,7 @@ impl Store {
         Ok(Run {
             id: run.id,
             pipeline: run.pipeline,
-            trigger: run.trigger,
+            cause: parse_json(&run.cause, "run cause")?,
             params: parse_json(&run.params, "run params")?,
             event: parse_json(&run.event, "run event")?,
             models: parse_json(&run.models, "run models")?,
@@ -492,7 +497,6 @@ impl Store {
                 .map(|s| parse_json(s, "run stop"))
                 .transpose()?,
             steps: instances,
-            retry_of: run.retry_of,
             source_commit: run.source_commit,
         })
     }
@@ -520,36 +524,22 @@ impl Store {
     }
 
     /// Counts for monitoring: runs by state, step instances by state, and
-    /// events by the first word of their decision (`triggered`, `rejected`, …).
+    /// events by kind and the kind of weir's decision (`triggered`,
+    /// `rejected`, …).
     pub async fn counts(&self) -> Result<Counts, Error> {
         type Tally = Vec<(String, i64)>;
-        let (runs, steps, events): (Tally, Tally, Tally) = on_db!(&self.db, pool => {
+        let (runs, steps, events): (Tally, Tally, Vec<(String, String, i64)>) = on_db!(&self.db, pool => {
             let runs = sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state").fetch_all(pool).await?;
             let steps = sqlx::query_as("SELECT state, COUNT(*) FROM steps GROUP BY state ORDER BY state").fetch_all(pool).await?;
-            let events = sqlx::query_as("SELECT kind || ' ' || decision, COUNT(*) FROM events GROUP BY kind, decision ORDER BY 1")
+            let events = sqlx::query_as("SELECT kind, outcome, COUNT(*) FROM events GROUP BY kind, outcome ORDER BY kind, outcome")
                 .fetch_all(pool)
                 .await?;
             (runs, steps, events)
         });
-        let mut by_outcome: std::collections::BTreeMap<(String, String), i64> =
-            std::collections::BTreeMap::new();
-        for (text, n) in events {
-            let mut words = text.split_whitespace();
-            let kind = words.next().unwrap_or_default().to_owned();
-            let outcome = words
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(':')
-                .to_owned();
-            *by_outcome.entry((kind, outcome)).or_default() += n;
-        }
         Ok(Counts {
             runs,
             steps,
-            events: by_outcome
-                .into_iter()
-                .map(|((k, o), n)| (k, o, n))
-                .collect(),
+            events,
         })
     }
 

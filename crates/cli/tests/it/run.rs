@@ -48,6 +48,37 @@ fn a_run_succeeds_with_params_metrics_and_retries() {
         stderr(&out)
     );
     assert!(dir.path().join(".weir/weir.db").exists());
+    // The same audit entries as the daemon writes: the pipeline loaded,
+    // the trigger (committed with the run), the gate's verdict.
+    let id = run["id"].as_str().expect("id").to_owned();
+    let data = dir.path().join(".weir");
+    let entries = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let url = format!("sqlite://{}/weir.db", data.display());
+            let store = weir_store::Store::connect(&url).await.expect("store");
+            store.audit_entries(0, 1000).await.expect("audit")
+        });
+    // The trigger's entry commits with the run, so it may come before the
+    // queued load entry.
+    let mut actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.subject.as_str()))
+        .collect();
+    actions.sort_unstable();
+    let gate = format!("{id}/gate");
+    assert_eq!(
+        actions,
+        [
+            ("gate.decided", gate.as_str()),
+            ("pipeline.loaded", "local"),
+            ("run.triggered", id.as_str()),
+        ]
+    );
+    assert_eq!(run["trigger"], "manual");
+    assert_eq!(run["cause"]["kind"], "manual");
+    let key = weir_store::signing_key(&data).expect("key");
+    weir_store::verify(&entries, &key.verifying_key()).expect("the chain verifies");
 }
 
 #[test]

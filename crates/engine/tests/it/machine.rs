@@ -759,9 +759,16 @@ fn a_retry_reuses_what_succeeded_and_runs_the_failed_step_and_its_dependants_aga
     finish(&mut r, &p, "b", 1, exit(3), at(2));
     assert_eq!(r.state, RunState::Failed);
 
-    let mut again = weir_engine::retry_run(&p, &r, "r2", None, at(10)).expect("retry");
-    assert_eq!(again.retry_of.as_deref(), Some("r1"));
-    assert_eq!(again.trigger, "retry");
+    let mut again = weir_engine::retry_run(&p, &r, "r2", None, "tester", at(10)).expect("retry");
+    assert_eq!(again.retry_of(), Some("r1"));
+    assert_eq!(
+        again.cause,
+        weir_engine::Cause::Retry {
+            of: "r1".to_owned(),
+            from: None,
+            actor: "tester".to_owned()
+        }
+    );
     assert_eq!(again.params, r.params, "same params");
     assert_eq!(again.steps[idx(&again, "a")].state, StepState::Succeeded);
     assert_eq!(
@@ -782,7 +789,8 @@ fn a_retry_reuses_what_succeeded_and_runs_the_failed_step_and_its_dependants_aga
     assert_eq!(again.state, RunState::Succeeded);
 
     // --from a: a and what needs it run again; `side` is reused.
-    let from = weir_engine::retry_run(&p, &again, "r3", Some("a"), at(20)).expect("retry");
+    let from =
+        weir_engine::retry_run(&p, &again, "r3", Some("a"), "tester", at(20)).expect("retry");
     let states: Vec<(&str, StepState)> = from
         .steps
         .iter()
@@ -799,15 +807,21 @@ fn a_retry_reuses_what_succeeded_and_runs_the_failed_step_and_its_dependants_aga
     );
 
     // What cannot be retried says why.
-    let e = weir_engine::retry_run(&p, &again, "r4", None, at(20)).expect_err("succeeded");
+    let e = weir_engine::retry_run(&p, &again, "r4", None, "tester", at(20))
+        .expect_err("succeeded")
+        .to_string();
     assert!(e.contains("succeeded: name the step"), "{e}");
-    let e = weir_engine::retry_run(&p, &again, "r4", Some("sde"), at(20)).expect_err("unknown");
+    let e = weir_engine::retry_run(&p, &again, "r4", Some("sde"), "tester", at(20))
+        .expect_err("unknown")
+        .to_string();
     assert_eq!(
         e,
         "pipeline 're' has no step 'sde' (did you mean 'side'?); its steps: a, side, b, c"
     );
     let running = run(&p);
-    let e = weir_engine::retry_run(&p, &running, "r4", None, at(20)).expect_err("running");
+    let e = weir_engine::retry_run(&p, &running, "r4", None, "tester", at(20))
+        .expect_err("running")
+        .to_string();
     assert!(e.contains("is still queued"), "{e}");
 }
 

@@ -36,7 +36,16 @@ fn run_with(pipeline: &Pipeline, params: &[(&str, &str)], models: Json) -> Run {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    new_run(pipeline, "r1", "manual", &params, Json::Null, models, t0()).expect("params resolve")
+    new_run(
+        pipeline,
+        "r1",
+        weir_engine::Cause::manual("tester"),
+        &params,
+        Json::Null,
+        models,
+        t0(),
+    )
+    .expect("params resolve")
 }
 
 fn run(pipeline: &Pipeline) -> Run {

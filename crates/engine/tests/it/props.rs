@@ -83,7 +83,7 @@ proptest! {
         cancel_at in proptest::option::of(0usize..30),
     ) {
         let p = pipeline(&yaml(&steps));
-        let mut run = new_run(&p, "r", "manual", &[], serde_json::Value::Null, serde_json::json!({}), t0())
+        let mut run = new_run(&p, "r", weir_engine::Cause::manual("tester"), &[], serde_json::Value::Null, serde_json::json!({}), t0())
             .expect("no required params");
         let mut now = t0();
         let mut started: BTreeSet<(usize, u32)> = BTreeSet::new();

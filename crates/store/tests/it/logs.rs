@@ -11,7 +11,16 @@ async fn with_attempt(store: &Store) {
     let p = weir_model::validate("name: l\nsteps:\n  a: { run: a, executor: process }\n")
         .pipeline
         .expect("valid");
-    let mut run = new_run(&p, "r", "manual", &[], json!(null), json!({}), at(0)).expect("run");
+    let mut run = new_run(
+        &p,
+        "r",
+        weir_engine::Cause::manual("tester"),
+        &[],
+        json!(null),
+        json!({}),
+        at(0),
+    )
+    .expect("run");
     let hash = store.save_pipeline("l", "name: l").await.expect("saved");
     store.create_run(&run, &hash).await.expect("created");
     let before = run.clone();

@@ -6,6 +6,7 @@ mod audit;
 mod logs;
 mod registry;
 mod runs;
+mod upgrade;
 
 use chrono::{DateTime, TimeZone, Utc};
 use std::sync::atomic::{AtomicUsize, Ordering};

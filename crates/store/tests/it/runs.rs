@@ -3,7 +3,7 @@
 
 use crate::{at, stores};
 use serde_json::json;
-use weir_engine::{Event, Outcome, RunState, advance, new_run};
+use weir_engine::{Cause, Decision, Event, Outcome, RunState, advance, new_run};
 use weir_store::{Error, Store};
 
 const PIPELINE: &str = "name: stored\nparams: { lr: \"0.1\" }\ndefaults: { executor: process }\nsteps:\n  train:\n    matrix: { seed: [1, 2] }\n    run: train\n    retry: { limit: 1, delay: 5s }\n  gate:\n    needs: [train]\n    gate: [\"steps.train.all(t, t.metrics.acc > 0.5)\"]\n  ship: { needs: [gate], run: ship }\n";
@@ -29,7 +29,7 @@ async fn every_transition_reads_back_exactly() {
         let mut run = new_run(
             &p,
             "run-1",
-            "manual",
+            Cause::manual("tester"),
             &[],
             json!({"k": "v"}),
             json!({"m": {}}),
@@ -180,7 +180,16 @@ async fn a_new_connection_sees_what_was_committed() {
             .save_pipeline("stored", PIPELINE)
             .await
             .expect("saved");
-        let mut run = new_run(&p, "r", "manual", &[], json!(null), json!({}), at(0)).expect("run");
+        let mut run = new_run(
+            &p,
+            "r",
+            Cause::manual("tester"),
+            &[],
+            json!(null),
+            json!({}),
+            at(0),
+        )
+        .expect("run");
         store.create_run(&run, &hash).await.expect("created");
         saved(&store, &mut run, Event::Tick, 1).await;
         store.close().await;
@@ -222,9 +231,12 @@ async fn events_are_kept_with_their_decision() {
             .record_event(
                 "drift",
                 Some("churn"),
-                None,
                 &json!({"metric": "psi", "value": 0.1}),
-                "below threshold",
+                &Decision::BelowThreshold {
+                    metric: "psi".to_owned(),
+                    value: 0.1,
+                    threshold: 0.2,
+                },
                 at(0),
             )
             .await
@@ -233,9 +245,10 @@ async fn events_are_kept_with_their_decision() {
             .record_event(
                 "webhook",
                 Some("churn"),
-                Some("r9"),
                 &json!({"after": "abc"}),
-                "triggered r9",
+                &Decision::Triggered {
+                    run: "r9".to_owned(),
+                },
                 at(1),
             )
             .await
@@ -244,7 +257,25 @@ async fn events_are_kept_with_their_decision() {
         let events = store.events(10).await.expect("lists");
         assert_eq!(events.len(), 2, "{db}");
         assert_eq!(events[0].decision, "triggered r9");
+        assert_eq!(events[0].outcome, "triggered");
+        assert_eq!(
+            events[0].detail,
+            Decision::Triggered {
+                run: "r9".to_owned()
+            },
+            "{db}"
+        );
         assert_eq!(events[0].run_id.as_deref(), Some("r9"));
+        assert_eq!(events[1].decision, "below threshold (psi 0.1 <= 0.2)");
+        let counts = store.counts().await.expect("counts");
+        assert_eq!(
+            counts.events,
+            [
+                ("drift".to_owned(), "below-threshold".to_owned(), 1),
+                ("webhook".to_owned(), "triggered".to_owned(), 1)
+            ],
+            "{db}"
+        );
         assert_eq!(events[1].created_at, at(0), "{db}");
         let payload: serde_json::Value = serde_json::from_str(&events[1].payload).expect("JSON");
         assert_eq!(payload["value"], json!(0.1));
@@ -260,16 +291,32 @@ async fn a_delivery_and_its_run_commit_together_and_a_replay_writes_nothing() {
             .await
             .expect("saved");
         let payload = json!({"after": "abc"});
+        let triggered = Decision::Triggered {
+            run: "r1".to_owned(),
+        };
         let event = |delivery| weir_store::NewEvent {
             kind: "webhook",
             pipeline: "stored",
             delivery,
             payload: &payload,
-            decision: "triggered r1",
+            decision: &triggered,
             at: at(0),
         };
-        let run =
-            |id| new_run(&p, id, "webhook", &[], payload.clone(), json!({}), at(0)).expect("run");
+        let cause = Cause::Webhook {
+            delivery: Some("d-1".to_owned()),
+        };
+        let run = |id| {
+            new_run(
+                &p,
+                id,
+                cause.clone(),
+                &[],
+                payload.clone(),
+                json!({}),
+                at(0),
+            )
+            .expect("run")
+        };
         let key = weir_store::SigningKey::from_bytes(&[3; 32]);
         let entry = |subject| weir_store::NewEntry {
             actor: "webhook",

@@ -1,0 +1,86 @@
+//! The daemon in-process: a [`TestDaemon`] on a temp folder, SQLite and
+//! the process executor, with schedules fired at times the test chooses.
+//! What needs a process (signals, kill-and-restart, config layers, reload)
+//! stays in the CLI's serve tests; what is a rule of the daemon lives here.
+
+mod triggers;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_daemon::{Daemon, Docker, Executors, Options};
+use weir_engine::Run;
+use weir_store::Store;
+
+/// A daemon on its own folder: `pipelines/`, `data/` (SQLite, audit key).
+pub(crate) struct TestDaemon {
+    pub(crate) daemon: Arc<Daemon>,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    /// A daemon serving `pipelines` (file name, text).
+    pub(crate) async fn start(pipelines: &[(&str, &str)]) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let folder = dir.path().join("pipelines");
+        std::fs::create_dir_all(&folder).expect("pipelines folder");
+        for (name, text) in pipelines {
+            std::fs::write(folder.join(name), text).expect("pipeline file");
+        }
+        let daemon = Self::open(dir.path()).await;
+        TestDaemon { daemon, dir }
+    }
+
+    /// Another daemon on the same folder (after this one's shutdown).
+    pub(crate) async fn restart(&self) -> Arc<Daemon> {
+        Self::open(self.dir.path()).await
+    }
+
+    async fn open(dir: &Path) -> Arc<Daemon> {
+        let data = dir.join("data");
+        let store = store(&data).await;
+        let options = Options {
+            executors: Executors::connect(&data, Docker::Skip, false)
+                .await
+                .expect("executors"),
+            data,
+            max_running: 8,
+            grace: Duration::from_secs(1),
+            gpus: Vec::new(),
+            usage: Default::default(),
+        };
+        let (daemon, problems) = Daemon::start(store, &dir.join("pipelines"), options)
+            .await
+            .expect("daemon starts");
+        assert!(problems.is_empty(), "{problems:?}");
+        daemon
+    }
+
+    /// Waits until run `id` is in a terminal state (at most 20 s).
+    pub(crate) async fn finished(&self, id: &str) -> Run {
+        wait_for(&self.daemon, id, |run| run.state.is_terminal()).await
+    }
+}
+
+/// The store of a data folder.
+pub(crate) async fn store(data: &Path) -> Store {
+    Store::connect(&format!("sqlite://{}/weir.db", data.display()))
+        .await
+        .expect("store")
+}
+
+/// Waits until run `id` satisfies `done` (at most 20 s).
+pub(crate) async fn wait_for(daemon: &Daemon, id: &str, done: impl Fn(&Run) -> bool) -> Run {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let run = daemon.store().load_run(id).await.expect("run");
+        if done(&run) {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} never got there: {run:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
