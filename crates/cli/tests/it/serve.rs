@@ -274,14 +274,41 @@ fn logs_are_served_and_followed() {
     );
 }
 
+const GATED: &str = "name: gated\ndefaults: { executor: process }\nsteps:\n  train: { run: 'echo m > $WEIR_WORK/m.bin' }\n  ok: { needs: [train], approval: {} }\n  register: { needs: [ok], register: { model: m, artifact: m.bin, alias: staging } }\n";
+
+/// SIGTERM right after an approval, a cancellation and a promotion: weir
+/// exits promptly, by itself, and every one of them is in the audit chain,
+/// which verifies.
 #[test]
-fn sigterm_stops_the_daemon_promptly() {
+fn sigterm_right_after_approve_cancel_and_promote_keeps_the_audit_chain() {
     let dir = setup(QUICK);
+    std::fs::write(dir.path().join("pipelines/gated.yaml"), GATED).expect("write");
     let mut daemon = serve(dir.path());
+    let gated = trigger(dir.path(), &daemon, &["gated"]);
+    wait_for(dir.path(), &daemon, &gated, |run| {
+        run["steps"][1]["state"] == "waiting"
+    });
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["approve", &gated, "ok", "--comment", "fine"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(dir.path(), &daemon, &gated, |run| {
+        run["state"] == "succeeded"
+    });
     let id = trigger(dir.path(), &daemon, &["quick", "--param", "who=wait"]);
     wait_for(dir.path(), &daemon, &id, |run| {
         run["steps"][3]["state"] == "running"
     });
+    let out = client(dir.path(), &daemon, &["cancel", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["models", "promote", "m@1", "--alias", "production"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let started = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.child.id() as i32),
@@ -298,6 +325,29 @@ fn sigterm_stops_the_daemon_promptly() {
         status.code().is_some(),
         "exited by itself, not killed: {status:?}"
     );
+    let data = dir.path().join(".weir");
+    let entries = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let url = format!("sqlite://{}/weir.db", data.display());
+            let store = weir_store::Store::connect(&url).await.expect("store");
+            store.audit_entries(0, 1000).await.expect("audit")
+        });
+    for (action, subject) in [
+        ("approval.decided", format!("{gated}/ok")),
+        ("model.registered", "m@1".to_owned()),
+        ("run.cancelled", id.clone()),
+        ("alias.moved", "m/production".to_owned()),
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.action == action && e.subject == subject),
+            "{action} {subject} missing: {entries:#?}"
+        );
+    }
+    let key = weir_store::signing_key(&data).expect("key");
+    weir_store::verify(&entries, &key.verifying_key()).expect("the chain verifies");
 }
 
 const HOOKED: &str = "name: hooked\non:\n  webhook: { secret_env: WEIR_TEST_HOOK_SECRET }\ndefaults: { executor: process }\nsteps:\n  fetch:\n    env:\n      COMMIT: \"${{ event.head_commit.id }}\"\n      MESSAGE: \"${{ event.head_commit.message }}\"\n    run: echo \"$COMMIT\" && echo \"$MESSAGE\"\n";
