@@ -5,11 +5,12 @@
 //! (`weir_daemon::intake`); this file keeps only headers and status codes.
 
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::routes::State;
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State as Extract;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use weir_daemon::{Delivery, Started};
@@ -19,7 +20,7 @@ pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 pub(crate) async fn hook(
     Extract(state): Extract<State>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

@@ -4,6 +4,7 @@
 //! the daemon or the store.
 
 mod error;
+mod extract;
 mod hooks;
 mod openapi;
 mod routes;

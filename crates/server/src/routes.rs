@@ -2,7 +2,8 @@
 //! retry), approvals, logs, events.
 
 use crate::error::{ApiError, run_json};
-use axum::extract::{Path, Query, Request, State as Extract};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Body, MaybeJson, Params};
+use axum::extract::{Request, State as Extract};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -54,6 +55,7 @@ pub fn router(state: State) -> Router {
         .route("/models/{name}/versions/{version}/lineage", get(lineage))
         .route("/models/{name}/aliases/{alias}", post(promote))
         .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     // Webhooks carry their own proof (an HMAC signature), not the token.
     let hooks = Router::new()
@@ -71,6 +73,14 @@ pub fn router(state: State) -> Router {
 
 async fn unknown_route() -> ApiError {
     ApiError::not_found("no such endpoint under /api/v1")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this endpoint takes another method: see /api/v1/openapi.json",
+    )
 }
 
 /// Refuses requests without `Authorization: Bearer <token>`. Compares
@@ -129,21 +139,15 @@ struct NewRun {
     params: BTreeMap<String, String>,
 }
 
+impl Body for NewRun {
+    const EXAMPLE: &'static str = "{\"pipeline\": NAME, \"params\": {NAME: VALUE}}";
+}
+
 async fn create_run(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
-    body: Result<Json<NewRun>, axum::extract::rejection::JsonRejection>,
+    ApiJson(new): ApiJson<NewRun>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(new) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!(
-                "{}: send {{\"pipeline\": NAME, \"params\": {{NAME: VALUE}}}}",
-                e.body_text()
-            ),
-        )
-    })?;
     let start = StartRun {
         params: new.params.into_iter().collect(),
         ..StartRun::new(new.pipeline, Cause::manual(actor))
@@ -164,9 +168,13 @@ struct Listing {
     limit: Option<i64>,
 }
 
+impl Params for Listing {
+    const EXAMPLE: &'static str = "?limit=N";
+}
+
 async fn list_runs(
     Extract(state): Extract<State>,
-    Query(listing): Query<Listing>,
+    ApiQuery(listing): ApiQuery<Listing>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
     let runs = state.daemon.store().list_runs(limit).await?;
@@ -175,7 +183,7 @@ async fn list_runs(
 
 async fn get_run(
     Extract(state): Extract<State>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let run = state.daemon.store().load_run(&id).await?;
     Ok(Json(run_json(&run)))
@@ -184,7 +192,7 @@ async fn get_run(
 async fn cancel_run(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let run = state.daemon.store().load_run(&id).await?;
     if run.state.is_terminal() {
@@ -213,15 +221,19 @@ struct Retry {
     from: Option<String>,
 }
 
+impl Body for Retry {
+    const EXAMPLE: &'static str = "{\"from\": STEP}";
+}
+
 /// A new run retrying run `id`, reusing the steps that succeeded before
 /// `from` (default: before the failed ones).
 async fn retry_run(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
-    Path(id): Path<String>,
-    body: Option<Json<Retry>>,
+    ApiPath(id): ApiPath<String>,
+    MaybeJson(retry): MaybeJson<Retry>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let retry = body.map(|Json(r)| r).unwrap_or_default();
+    let retry = retry.unwrap_or_default();
     let cause = Cause::Retry {
         of: id,
         from: retry.from,
@@ -237,24 +249,18 @@ struct Decision {
     comment: Option<String>,
 }
 
+impl Body for Decision {
+    const EXAMPLE: &'static str = "{\"approved\": true|false, \"comment\": TEXT}";
+}
+
 /// Decides an approval step: `{"approved": true|false, "comment": …}`,
 /// recorded with the token's name.
 async fn decide(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
-    Path((id, step)): Path<(String, String)>,
-    body: Result<Json<Decision>, axum::extract::rejection::JsonRejection>,
+    ApiPath((id, step)): ApiPath<(String, String)>,
+    ApiJson(decision): ApiJson<Decision>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(decision) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!(
-                "{}: send {{\"approved\": true|false, \"comment\": TEXT}}",
-                e.body_text()
-            ),
-        )
-    })?;
     match state
         .daemon
         .decide(&id, &step, decision.approved, &actor, decision.comment)
@@ -278,18 +284,15 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
+impl Params for AuditQuery {
+    const EXAMPLE: &'static str = "?after=SEQ&limit=N";
+}
+
 /// Audit entries after `after`, in order (at most `limit`, default 1000).
 async fn audit(
     Extract(state): Extract<State>,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!("{}: use ?after=SEQ&limit=N", e.body_text()),
-        )
-    })?;
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     let entries = state
         .daemon
@@ -350,20 +353,17 @@ struct ModelQuery {
     at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+impl Params for ModelQuery {
+    const EXAMPLE: &'static str = "?alias=NAME&at=RFC3339-TIME";
+}
+
 /// A model's versions and aliases; with `alias` (and `at`), the version
 /// that alias pointed at then.
 async fn model(
     Extract(state): Extract<State>,
-    Path(name): Path<String>,
-    query: Result<Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ModelQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!("{}: use ?alias=NAME&at=RFC3339-TIME", e.body_text()),
-        )
-    })?;
     let store = state.daemon.store();
     let versions = store.model_versions(&name).await?;
     if versions.is_empty() {
@@ -394,7 +394,7 @@ async fn model(
 
 async fn model_version(
     Extract(state): Extract<State>,
-    Path((name, version)): Path<(String, i64)>,
+    ApiPath((name, version)): ApiPath<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(
         state.daemon.store().model_version(&name, version).await?
@@ -403,14 +403,14 @@ async fn model_version(
 
 async fn lineage(
     Extract(state): Extract<State>,
-    Path((name, version)): Path<(String, i64)>,
+    ApiPath((name, version)): ApiPath<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(state.daemon.lineage(&name, version).await?))
 }
 
 async fn model_history(
     Extract(state): Extract<State>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.daemon.store();
     if store.model_versions(&name).await?.is_empty() {
@@ -427,21 +427,18 @@ struct Promotion {
     version: i64,
 }
 
+impl Body for Promotion {
+    const EXAMPLE: &'static str = "{\"version\": N}";
+}
+
 /// Points an alias at a version: `{"version": N}`, kept in the alias's
 /// history with the token's name.
 async fn promote(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
-    Path((name, alias)): Path<(String, String)>,
-    body: Result<Json<Promotion>, axum::extract::rejection::JsonRejection>,
+    ApiPath((name, alias)): ApiPath<(String, String)>,
+    ApiJson(promotion): ApiJson<Promotion>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(promotion) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!("{}: send {{\"version\": N}}", e.body_text()),
-        )
-    })?;
     let before = state
         .daemon
         .promote(&name, promotion.version, &alias, &actor)
@@ -462,12 +459,16 @@ struct LogQuery {
     offset: u64,
 }
 
+impl Params for LogQuery {
+    const EXAMPLE: &'static str = "?attempt=N&offset=BYTES";
+}
+
 /// A step's log from `offset` on, for `weir logs` (and `--follow`, which
 /// asks again from `next` until `done`). The latest attempt unless one is named.
 async fn step_log(
     Extract(state): Extract<State>,
-    Path((id, step)): Path<(String, String)>,
-    Query(query): Query<LogQuery>,
+    ApiPath((id, step)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let run = state.daemon.store().load_run(&id).await?;
     let Some(index) = run.steps.iter().position(|s| s.id == step) else {
@@ -511,7 +512,7 @@ async fn step_log(
 /// Events (webhook deliveries, rejected ones included) with weir's decision, newest first.
 async fn events(
     Extract(state): Extract<State>,
-    Query(listing): Query<Listing>,
+    ApiQuery(listing): ApiQuery<Listing>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
     let events = state.daemon.store().events(limit).await?;
@@ -583,22 +584,16 @@ struct Backfill {
     to: chrono::DateTime<chrono::Utc>,
 }
 
+impl Body for Backfill {
+    const EXAMPLE: &'static str = "{\"from\": RFC 3339 time, \"to\": RFC 3339 time}";
+}
+
 /// One run per schedule slot in `[from, to]`, each slot at most once ever.
 async fn backfill(
     Extract(state): Extract<State>,
-    Path(name): Path<String>,
-    body: Result<Json<Backfill>, axum::extract::rejection::JsonRejection>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(range): ApiJson<Backfill>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(range) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!(
-                "{}: send {{\"from\": RFC 3339 time, \"to\": RFC 3339 time}}",
-                e.body_text()
-            ),
-        )
-    })?;
     if range.to < range.from {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -627,19 +622,17 @@ struct Drift {
     current: Option<Vec<f64>>,
 }
 
+impl Body for Drift {
+    const EXAMPLE: &'static str = "{\"pipeline\", \"metric\", \"value\"} or {\"pipeline\", \"metric\": \"psi\"|\"kl\", \"reference\": [..], \"current\": [..]}";
+}
+
 /// A drift report: a measured `value`, or two histograms over the same
 /// bins for which weir computes `psi` or `kl`. Answers weir's decision.
 async fn drift(
     Extract(state): Extract<State>,
-    body: Result<Json<Drift>, axum::extract::rejection::JsonRejection>,
+    ApiJson(report): ApiJson<Drift>,
 ) -> Result<Json<Value>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-report", message);
-    let Json(report) = body.map_err(|e| {
-        bad(format!(
-            "{}: send {{\"pipeline\", \"metric\", \"value\"}} or {{\"pipeline\", \"metric\": \"psi\"|\"kl\", \"reference\": [..], \"current\": [..]}}",
-            e.body_text()
-        ))
-    })?;
     let value = match (&report.value, &report.reference, &report.current) {
         (Some(value), None, None) if value.is_finite() => *value,
         (None, Some(reference), Some(current)) => match report.metric.as_str() {

@@ -1,0 +1,118 @@
+//! The extractors every handler takes its input through: [`ApiJson`],
+//! [`ApiQuery`] and [`ApiPath`] are axum's `Json`, `Query` and `Path` whose
+//! rejections (bad JSON, a wrong content type, a bad query value, a path
+//! parameter of the wrong type) answer in the API's one error shape, with
+//! what to send instead.
+
+use crate::error::ApiError;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// A request body type, with the example a refusal shows.
+pub(crate) trait Body: DeserializeOwned {
+    /// What to send, as JSON-ish text: `{"pipeline": NAME, …}`.
+    const EXAMPLE: &'static str;
+}
+
+/// A query type, with the example a refusal shows.
+pub(crate) trait Params: DeserializeOwned {
+    /// What to ask, as a query string: `?limit=N`.
+    const EXAMPLE: &'static str;
+}
+
+/// A JSON body, refused in the API's error shape.
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: Body> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(e) => Err(json_rejection(&e, T::EXAMPLE)),
+        }
+    }
+}
+
+/// An optional JSON body: none when the request says no content type.
+pub(crate) struct MaybeJson<T>(pub(crate) Option<T>);
+
+impl<S: Send + Sync, T: Body> FromRequest<S> for MaybeJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        // As axum's `Option<Json<T>>`: no content type, no body.
+        let empty = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_none();
+        if empty {
+            return Ok(MaybeJson(None));
+        }
+        let ApiJson(value) = ApiJson::<T>::from_request(request, state).await?;
+        Ok(MaybeJson(Some(value)))
+    }
+}
+
+fn json_rejection(e: &JsonRejection, example: &str) -> ApiError {
+    let (status, code) = match e {
+        JsonRejection::MissingJsonContentType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
+        }
+        _ if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too-large")
+        }
+        _ => (StatusCode::BAD_REQUEST, "bad-request"),
+    };
+    ApiError::new(status, code, format!("{}: send {example}", e.body_text()))
+}
+
+/// A query string, refused in the API's error shape.
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: Params> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(e) => Err(query_rejection(&e, T::EXAMPLE)),
+        }
+    }
+}
+
+fn query_rejection(e: &QueryRejection, example: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad-query",
+        format!("{}: use {example}", e.body_text()),
+    )
+}
+
+/// Path parameters, refused in the API's error shape.
+pub(crate) struct ApiPath<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(e) => Err(path_rejection(&e)),
+        }
+    }
+}
+
+fn path_rejection(e: &PathRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad-path",
+        format!(
+            "{}: a version is a whole number, names are text",
+            e.body_text()
+        ),
+    )
+}

@@ -1,0 +1,227 @@
+//! The API through `router(state).oneshot(request)`: no port, no process,
+//! a real daemon on a temp folder behind it. Here: that every refusal of
+//! every route, whatever is wrong with the request, answers in the one
+//! documented error shape.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::Value;
+use std::sync::Arc;
+use tower::ServiceExt as _;
+use weir_daemon::{Daemon, Docker, Executors, Options};
+
+const TOKEN: &str = "test-token";
+
+const PIPELINE: &str = "name: p
+on:
+  webhook: { secret_env: PATH }
+  schedule:
+    - { cron: \"0 3 * * *\" }
+defaults: { executor: process }
+steps:
+  a: { run: 'true' }
+";
+
+async fn router() -> (axum::Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).expect("folder");
+    std::fs::write(pipelines.join("p.yaml"), PIPELINE).expect("pipeline");
+    let data = dir.path().join("data");
+    let store = weir_store::Store::connect(&format!("sqlite://{}/weir.db", data.display()))
+        .await
+        .expect("store");
+    let options = Options {
+        executors: Executors::connect(&data, Docker::Skip, false)
+            .await
+            .expect("executors"),
+        data,
+        max_running: 2,
+        grace: std::time::Duration::from_secs(1),
+        gpus: Vec::new(),
+        usage: Default::default(),
+    };
+    let (daemon, _) = Daemon::start(store, &pipelines, options)
+        .await
+        .expect("daemon");
+    let state = weir_server::State {
+        daemon: Arc::clone(&daemon),
+        tokens: Arc::from(vec![("admin".to_owned(), TOKEN.to_owned())]),
+    };
+    (weir_server::router(state), dir)
+}
+
+/// Every `(method, path)` the OpenAPI document lists under `/api/v1`.
+fn routes() -> Vec<(Method, String)> {
+    let doc: Value = serde_json::from_str(include_str!("../../openapi.json")).expect("JSON");
+    let mut routes = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        if !path.starts_with("/api/v1") {
+            continue;
+        }
+        for method in item.as_object().expect("item").keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            routes.push((method, path.clone()));
+        }
+    }
+    assert!(routes.len() > 20, "{routes:?}");
+    routes
+}
+
+/// A path with its parameters filled; `version` with what is not a number.
+fn fill(path: &str) -> String {
+    path.replace("{id}", "norun")
+        .replace("{step}", "a")
+        .replace("{name}", "p")
+        .replace("{pipeline}", "p")
+        .replace("{alias}", "prod")
+        .replace("{version}", "not-a-number")
+}
+
+/// Sends `request` and checks the answer: an error in the documented
+/// shape, `{"error": {"code", "message"}}` as JSON. Returns the status and
+/// the code.
+async fn refused(app: &axum::Router, request: Request<Body>) -> (StatusCode, String) {
+    let what = format!("{} {}", request.method(), request.uri());
+    let response = app.clone().oneshot(request).await.expect("answered");
+    let status = response.status();
+    let kind = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    assert!(status.is_client_error(), "{what}: {status} {body:?}");
+    assert!(
+        kind.starts_with("application/json"),
+        "{what}: {kind} {body:?}"
+    );
+    let value: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&body)));
+    let code = value["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!code.is_empty(), "{what}: {value}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: {value}"
+    );
+    (status, code)
+}
+
+fn request(method: &Method, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+}
+
+#[tokio::test]
+async fn every_refusal_of_every_route_is_the_documented_error_shape() {
+    let (app, _dir) = router().await;
+    for (method, path) in routes() {
+        let uri = fill(&path);
+        let hook = path.contains("/hooks/");
+        // No token (the hooks take a signature instead).
+        let bare = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .body(Body::empty())
+            .expect("request");
+        let (status, _) = refused(&app, bare).await;
+        if !hook {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        }
+        // A path parameter of the wrong type.
+        if path.contains("{version}") {
+            let bad = request(&method, &uri).body(Body::empty()).expect("request");
+            let (status, code) = refused(&app, bad).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::BAD_REQUEST, "bad-path"),
+                "{uri}"
+            );
+        }
+        let uri = uri.replace("not-a-number", "1");
+        // Query values out of range or of the wrong type.
+        if method == Method::GET {
+            let bad = format!(
+                "{uri}?limit=99999999999999999999&after=x&offset=-1&attempt=x&at=yesterday"
+            );
+            let response = app
+                .clone()
+                .oneshot(request(&method, &bad).body(Body::empty()).expect("request"))
+                .await
+                .expect("answered");
+            if !response.status().is_success() {
+                refused(
+                    &app,
+                    request(&method, &bad).body(Body::empty()).expect("request"),
+                )
+                .await;
+            }
+        }
+        if method == Method::POST {
+            // Not JSON at all.
+            let bad = request(&method, &uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{not json"))
+                .expect("request");
+            refused(&app, bad).await;
+            // JSON of the wrong shape.
+            let bad = request(&method, &uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"unknown": [1, 2]}"#))
+                .expect("request");
+            refused(&app, bad).await;
+            // The wrong content type.
+            let bad = request(&method, &uri)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Body::from("{}"))
+                .expect("request");
+            let (status, _) = refused(&app, bad).await;
+            if !hook && !path.ends_with("/cancel") && !path.ends_with("/retry") {
+                assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{uri}");
+            }
+        }
+    }
+    // Neither an endpoint nor a method of one.
+    let (status, _) = refused(
+        &app,
+        request(&Method::GET, "/api/v1/nothing-here")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = refused(
+        &app,
+        request(&Method::DELETE, "/api/v1/runs")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn a_limit_out_of_range_was_plain_text_and_is_now_json() {
+    let (app, _dir) = router().await;
+    let (status, code) = refused(
+        &app,
+        request(&Method::GET, "/api/v1/runs?limit=99999999999999999999")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "bad-query")
+    );
+}
