@@ -119,23 +119,7 @@ pub(crate) fn token(data: &Path) -> anyhow::Result<String> {
     {
         return Ok(token);
     }
-    let path = data.join("token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_owned());
-    }
-    use sha2::Digest as _;
-    std::fs::create_dir_all(data)?;
-    // Two random v4 UUIDs: 244 bits from the OS random source.
-    let seed = format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    let token = hex::encode(sha2::Sha256::digest(seed.as_bytes()));
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::io::Write::write_all(&mut file, token.as_bytes())?;
-    Ok(token)
+    Ok(weir_store::secret_file(&data.join("token"))?)
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {

@@ -1,13 +1,11 @@
 //! `weir validate [PATH…]`: every problem of every file, as
 //! `path:line:col: message` on stderr (or a JSON array with `--output json`).
 
-use crate::files;
 use crate::output::Output;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use weir_model::{Code, Diagnostic, Pos};
+use weir_model::Diagnostic;
 
 /// Arguments of `weir validate`.
 #[derive(clap::Args)]
@@ -29,44 +27,13 @@ struct Located<'a> {
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let (paths, unreadable) = files::collect(&args.paths);
-    let mut reports: Vec<(String, Vec<Diagnostic>, Option<usize>)> = Vec::new();
-    for bad in unreadable {
-        let d = Diagnostic::error(Pos::START, Code::Io, format!("cannot read: {}", bad.reason));
-        reports.push((bad.path.display().to_string(), vec![d], None));
-    }
-    let mut names: HashMap<String, String> = HashMap::new();
-    for path in &paths {
-        let shown = path.display().to_string();
-        let source = match std::fs::read_to_string(path) {
-            Ok(source) => source,
-            Err(e) => {
-                let d = Diagnostic::error(Pos::START, Code::Io, format!("cannot read: {e}"));
-                reports.push((shown, vec![d], None));
-                continue;
-            }
-        };
-        let mut validated = weir_model::validate(&source);
-        let mut n_steps = None;
-        if let Some(pipeline) = &validated.pipeline {
-            n_steps = Some(pipeline.steps.len());
-            let name = &pipeline.name;
-            if let Some(other) = names.get(&name.value) {
-                validated.diagnostics.push(Diagnostic::error(
-                    name.pos,
-                    Code::DuplicatePipeline,
-                    format!(
-                        "pipeline name '{}' is already used by {other}: names must be unique",
-                        name.value
-                    ),
-                ));
-                n_steps = None;
-            } else {
-                names.insert(name.value.clone(), shown.clone());
-            }
-        }
-        reports.push((shown, validated.diagnostics, n_steps));
-    }
+    let reports: Vec<(String, Vec<Diagnostic>, Option<usize>)> = weir_daemon::scan(&args.paths)
+        .into_iter()
+        .map(|file| {
+            let n_steps = file.pipeline.as_ref().map(|p| p.steps.len());
+            (file.path.display().to_string(), file.diagnostics, n_steps)
+        })
+        .collect();
     let failed = reports
         .iter()
         .any(|(_, diags, _)| diags.iter().any(Diagnostic::is_error));

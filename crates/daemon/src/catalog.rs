@@ -12,7 +12,7 @@ use crate::tasks::TaskKind;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_model::Pipeline;
+use weir_model::{Code, Diagnostic, Pipeline, Pos};
 use weir_store::Store;
 
 /// A pipeline file the daemon serves.
@@ -28,9 +28,6 @@ pub struct Loaded {
     /// The git commit of the pipelines folder when it was loaded, if the
     /// folder is in a git repository.
     pub commit: Option<String>,
-    /// Whether its text mentions `models` at all: a run of a pipeline that
-    /// cannot read the registry spares reading it at creation.
-    pub reads_models: bool,
 }
 
 impl Loaded {
@@ -38,11 +35,9 @@ impl Loaded {
         pipeline: Pipeline,
         path: PathBuf,
         hash: String,
-        source: &str,
         commit: Option<String>,
     ) -> Loaded {
         Loaded {
-            reads_models: source.contains("models"),
             pipeline: Arc::new(pipeline),
             path,
             hash,
@@ -62,60 +57,105 @@ pub struct Scan {
     pub failed: Vec<PathBuf>,
 }
 
-/// Loads every `*.yaml`/`*.yml` below `dir`.
-pub fn load_pipelines(dir: &Path) -> Scan {
-    let mut files = Vec::new();
-    collect(dir, &mut files);
-    files.sort();
-    let mut scan = Scan::default();
+/// One file of a scan: its diagnostics, and its pipeline when it has no
+/// error and its name is not taken by an earlier file.
+#[derive(Debug)]
+pub struct Scanned {
+    /// The file.
+    pub path: PathBuf,
+    /// Its text (empty when it could not be read).
+    pub source: String,
+    /// Every problem, sorted by position; a name used twice is
+    /// [`Code::DuplicatePipeline`].
+    pub diagnostics: Vec<Diagnostic>,
+    /// The pipeline, when the file has no error.
+    pub pipeline: Option<Pipeline>,
+}
+
+/// Validates every pipeline file of `paths` (files, or folders searched
+/// for `*.yaml` and `*.yml`, hidden entries skipped), in order: the one
+/// scan `weir validate` and `weir serve` share. A path that cannot be
+/// read is a file with one [`Code::Io`] diagnostic.
+pub fn scan(paths: &[PathBuf]) -> Vec<Scanned> {
+    let mut scanned = Vec::new();
     let mut names: HashMap<String, PathBuf> = HashMap::new();
-    for path in files {
-        let shown = path.display().to_string();
+    for (path, unreadable) in files(paths) {
+        if let Some(reason) = unreadable {
+            let d = Diagnostic::error(Pos::START, Code::Io, format!("cannot read: {reason}"));
+            scanned.push(Scanned {
+                path,
+                source: String::new(),
+                diagnostics: vec![d],
+                pipeline: None,
+            });
+            continue;
+        }
         let source = match std::fs::read_to_string(&path) {
             Ok(source) => source,
             Err(e) => {
-                scan.problems.push(format!("{shown}: cannot read: {e}"));
-                scan.failed.push(path);
+                let d = Diagnostic::error(Pos::START, Code::Io, format!("cannot read: {e}"));
+                scanned.push(Scanned {
+                    path,
+                    source: String::new(),
+                    diagnostics: vec![d],
+                    pipeline: None,
+                });
                 continue;
             }
         };
-        let validated = weir_model::validate(&source);
-        scan.problems.extend(
-            validated
-                .diagnostics
+        let mut validated = weir_model::validate(&source);
+        if let Some(pipeline) = &validated.pipeline {
+            let name = &pipeline.name;
+            if let Some(other) = names.get(&name.value) {
+                validated.diagnostics.push(Diagnostic::error(
+                    name.pos,
+                    Code::DuplicatePipeline,
+                    format!(
+                        "pipeline name '{}' is already used by {}: names must be unique",
+                        name.value,
+                        other.display()
+                    ),
+                ));
+                validated.pipeline = None;
+            } else {
+                names.insert(name.value.clone(), path.clone());
+            }
+        }
+        scanned.push(Scanned {
+            path,
+            source,
+            diagnostics: validated.diagnostics,
+            pipeline: validated.pipeline,
+        });
+    }
+    scanned
+}
+
+/// Loads every pipeline file below `dir` ([`scan`]).
+pub fn load_pipelines(dir: &Path) -> Scan {
+    let mut result = Scan::default();
+    for file in scan(&[dir.to_owned()]) {
+        let shown = file.path.display().to_string();
+        result.problems.extend(
+            file.diagnostics
                 .iter()
                 .filter(|d| d.is_error())
                 .map(|d| format!("{shown}:{d}")),
         );
-        let Some(pipeline) = validated.pipeline else {
-            scan.failed.push(path);
-            continue;
-        };
-        if let Some(other) = names.get(&pipeline.name.value) {
-            scan.problems.push(format!(
-                "{shown}:{}: pipeline name '{}' is already used by {}",
-                pipeline.name.pos,
-                pipeline.name.value,
-                other.display()
-            ));
-            scan.failed.push(path);
-            continue;
+        match file.pipeline {
+            Some(pipeline) => result.loaded.push((pipeline, file.path, file.source)),
+            None => result.failed.push(file.path),
         }
-        names.insert(pipeline.name.value.clone(), path.clone());
-        scan.loaded.push((pipeline, path, source));
     }
-    scan
+    result
 }
 
 /// What each pipeline file looks like from outside (size and modification
 /// time): a change of it is a reason to load the folder again.
 pub(crate) fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    let mut files = Vec::new();
-    collect(dir, &mut files);
-    files.sort();
-    files
+    files(&[dir.to_owned()])
         .into_iter()
-        .map(|path| {
+        .map(|(path, _)| {
             let meta = std::fs::metadata(&path).ok();
             let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
             let modified = meta.and_then(|m| m.modified().ok());
@@ -138,23 +178,47 @@ pub struct Reload {
     pub problems: Vec<String>,
 }
 
-pub(crate) fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// The pipeline files of `paths`: files as given, folders walked
+/// (sorted, hidden entries skipped) for `*.yaml` and `*.yml`; with the
+/// reason for each path that cannot be used.
+fn files(paths: &[PathBuf]) -> Vec<(PathBuf, Option<String>)> {
+    let mut found = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut found);
+        } else if path.exists() {
+            found.push((path.clone(), None));
+        } else {
+            found.push((path.clone(), Some("no such file or folder".to_owned())));
+        }
+    }
+    found
+}
+
+fn walk(dir: &Path, found: &mut Vec<(PathBuf, Option<String>)>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            found.push((dir.to_owned(), Some(e.to_string())));
+            return;
+        }
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if hidden {
             continue;
         }
         if path.is_dir() {
-            collect(&path, out);
+            walk(&path, found);
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml")
         ) {
-            out.push(path);
+            found.push((path, None));
         }
     }
 }
@@ -184,10 +248,7 @@ impl Daemon {
             if !same {
                 report.changed.push(name.clone());
             }
-            next.insert(
-                name,
-                Loaded::new(pipeline, path, hash, &source, commit.clone()),
-            );
+            next.insert(name, Loaded::new(pipeline, path, hash, commit.clone()));
         }
         let mut pipelines = self.lock_pipelines();
         for (name, old) in pipelines.iter() {

@@ -22,7 +22,7 @@ mod schedules;
 mod tasks;
 
 pub use approvals::DecideError;
-pub use catalog::{Loaded, Reload, Scan, StoredError, load_pipelines, stored};
+pub use catalog::{Loaded, Reload, Scan, Scanned, StoredError, load_pipelines, scan, stored};
 pub use clock::now;
 pub use config::{Docker, Executors, Options};
 pub use drive::{Change, Control, DriveError, drive, drive_with};

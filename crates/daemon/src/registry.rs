@@ -54,7 +54,7 @@ impl Daemon {
                 None
             }
         };
-        let dag = pipeline.as_deref().map(weir_model::Dag::new);
+        let dag = pipeline.as_deref().map(|p| &p.dag);
         let target = run.step(&registered.step).map(|s| s.step);
         let led_there = |step: usize| match (&dag, target) {
             (Some(dag), Some(target)) => step == target || dag.is_upstream(step, target),

@@ -173,7 +173,7 @@ impl Daemon {
         let mut loaded = Vec::new();
         for (pipeline, path, source) in scan.loaded {
             let hash = store.save_pipeline(&pipeline.name.value, &source).await?;
-            loaded.push(Loaded::new(pipeline, path, hash, &source, commit.clone()));
+            loaded.push(Loaded::new(pipeline, path, hash, commit.clone()));
         }
         let daemon = Daemon::new(store, Some(dir.to_owned()), options, loaded)?;
         daemon.recover().await?;
@@ -197,7 +197,7 @@ impl Daemon {
         let hash = store.save_pipeline(&pipeline.name.value, source).await?;
         let folder = path.parent().unwrap_or(Path::new("."));
         let commit = crate::catalog::git_commit(folder);
-        let loaded = Loaded::new(pipeline, path.to_owned(), hash, source, commit);
+        let loaded = Loaded::new(pipeline, path.to_owned(), hash, commit);
         Daemon::new(store, None, options, vec![loaded])
     }
 
@@ -357,7 +357,7 @@ impl Daemon {
                 if matches!(cause, Cause::Manual { .. }) && !loaded.pipeline.on.manual {
                     return Err(TriggerError::ManualDisabled(start.pipeline));
                 }
-                let models = if loaded.reads_models {
+                let models = if loaded.pipeline.reads.models {
                     self.store.registry_view().await?
                 } else {
                     serde_json::json!({})

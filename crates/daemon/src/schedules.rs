@@ -72,9 +72,6 @@ impl Daemon {
         for loaded in self.pipelines() {
             let name = loaded.pipeline.name.value.clone();
             for schedule in &loaded.pipeline.on.schedule {
-                let Ok(cron) = weir_model::parse_cron(&schedule.cron.value) else {
-                    continue;
-                };
                 let mark = match self
                     .store
                     .schedule_mark(&name, &schedule.cron.value)
@@ -85,7 +82,7 @@ impl Daemon {
                     None => at,
                 };
                 let due = weir_engine::schedule::due(
-                    &cron,
+                    &schedule.parsed,
                     schedule.timezone,
                     schedule.catchup,
                     mark,
@@ -154,15 +151,13 @@ impl Daemon {
         let loaded = self.loaded(name)?;
         let mut slots: Vec<weir_engine::Time> = Vec::new();
         for schedule in &loaded.pipeline.on.schedule {
-            if let Ok(cron) = weir_model::parse_cron(&schedule.cron.value) {
-                slots.extend(weir_engine::schedule::between(
-                    &cron,
-                    schedule.timezone,
-                    from,
-                    to,
-                    CATCHUP_CAP,
-                ));
-            }
+            slots.extend(weir_engine::schedule::between(
+                &schedule.parsed,
+                schedule.timezone,
+                from,
+                to,
+                CATCHUP_CAP,
+            ));
         }
         if loaded.pipeline.on.schedule.is_empty() {
             return Err(TriggerError::NoSchedule(name.to_owned()));

@@ -217,8 +217,8 @@ pub fn advance(
     if run.stopping.is_some() {
         stop_everything(run, now, &mut actions);
     } else {
-        let dag = Dag::new(pipeline);
-        schedule(run, pipeline, &dag, now, capacity, &mut actions);
+        let dag = &pipeline.dag;
+        decide_pending(run, pipeline, dag, now, capacity, &mut actions);
     }
     settle(run, now);
     if !run.state.is_terminal()
@@ -538,7 +538,7 @@ fn stop_everything(run: &mut Run, now: Time, actions: &mut Vec<Action>) {
 }
 
 /// Decides every pending instance whose needs are all done.
-fn schedule(
+fn decide_pending(
     run: &mut Run,
     pipeline: &Pipeline,
     dag: &Dag,

@@ -3,7 +3,6 @@
 
 use crate::Cause;
 use crate::run::{Run, RunState, StepState, Time, new_run};
-use weir_model::Dag;
 use weir_model::Pipeline;
 
 /// Why a run cannot be retried.
@@ -30,7 +29,7 @@ pub fn retry_run(
             original.id, original.state
         )));
     }
-    let dag = Dag::new(pipeline);
+    let dag = &pipeline.dag;
     let from = match from {
         Some(name) => Some(step_index(pipeline, original, name)?),
         None if original.state == RunState::Succeeded => {

@@ -5,6 +5,7 @@
 use crate::dag::Dag;
 use crate::diag::{Code, Diagnostic, did_you_mean, hint_or_expected, one_of};
 use crate::lower::{ExprSite, Site, Skeleton};
+use crate::pipeline::Reads;
 use weir_expr::Reference;
 
 /// The variables an expression may start from.
@@ -21,9 +22,15 @@ pub(crate) fn check(
     exprs: &[ExprSite],
     dag: &Dag,
     diags: &mut Vec<Diagnostic>,
-) {
+) -> Reads {
+    let mut reads = Reads::default();
     for site in exprs {
         for reference in site.expr.references() {
+            match reference.segments.first().map(|s| s.name.as_str()) {
+                Some("models") => reads.models = true,
+                Some("event") => reads.event = true,
+                _ => {}
+            }
             if let Some((segment, code, message)) = judge(&reference, site, skeletons, params, dag)
             {
                 let offset = site.offset + reference.segments[segment].offset;
@@ -56,6 +63,7 @@ pub(crate) fn check(
             }
         }
     }
+    reads
 }
 
 /// What is wrong with one reference, if anything: the segment to point at,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 /// The steps of a pipeline as a graph; edges go from a step to the steps
 /// that need it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Dag {
     ids: Vec<String>,
     index: HashMap<String, usize>,

@@ -60,7 +60,7 @@ pub fn validate(source: &str) -> Validated {
         .map(|s| (&s.id, s.needs.as_slice()))
         .collect();
     let dag = dag::build(&steps, &mut diagnostics);
-    check::check(
+    let reads = check::check(
         &lowered.skeletons,
         &lowered.params,
         &lowered.exprs,
@@ -72,7 +72,13 @@ pub fn validate(source: &str) -> Validated {
     let pipeline = if diagnostics.iter().any(Diagnostic::is_error) {
         None
     } else {
-        lowered.pipeline
+        // What validation computed travels with the pipeline, so nobody
+        // builds the graph, parses a cron or guesses the reads again.
+        lowered.pipeline.map(|pipeline| Pipeline {
+            dag,
+            reads,
+            ..pipeline
+        })
     };
     Validated {
         pipeline,

@@ -594,6 +594,9 @@ impl Lowerer<'_> {
             params: params?,
             env: env?,
             steps: steps?,
+            // Filled by `validate` once the whole-pipeline checks ran.
+            dag: crate::Dag::default(),
+            reads: crate::pipeline::Reads::default(),
         })
     }
 
@@ -667,15 +670,17 @@ impl Lowerer<'_> {
         let cron = self.required(&fields, "cron", what).and_then(|n| {
             let text = self.string(n, "cron")?;
             match schedule::check_cron(&text.value) {
-                Ok(()) => Some(text),
+                Ok(parsed) => Some((text, parsed)),
                 Err(message) => {
                     self.error(n.pos, Code::InvalidCron, message);
                     None
                 }
             }
         });
+        let (cron, parsed) = cron?;
         Some(Schedule {
-            cron: cron?,
+            cron,
+            parsed,
             timezone: timezone?,
             catchup: match catchup? {
                 "latest" => Catchup::Latest,

@@ -41,6 +41,20 @@ pub struct Pipeline {
     pub env: Vec<EnvVar>,
     /// Steps in file order. Values from `defaults` are already applied.
     pub steps: Vec<Step>,
+    /// The steps' graph, as validation built it.
+    pub dag: crate::Dag,
+    /// What the pipeline's expressions read, as validation found it.
+    pub reads: Reads,
+}
+
+/// Which of the run's inputs a pipeline's expressions read at all, so a
+/// run of one that reads none of them is spared gathering them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// `models.<name>.<alias>`: the registry, read when a run is created.
+    pub models: bool,
+    /// `event`: the payload that started the run.
+    pub event: bool,
 }
 
 /// The `on:` block.
@@ -59,8 +73,10 @@ pub struct Triggers {
 /// One cron schedule.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    /// The cron expression, 5 fields (or 6 with seconds first).
+    /// The cron expression, 5 fields (or 6 with seconds first), as written.
     pub cron: Spanned<String>,
+    /// The same, parsed once by validation.
+    pub parsed: croner::Cron,
     /// IANA time zone the expression is read in (default UTC).
     pub timezone: chrono_tz::Tz,
     /// What to do with slots missed while weir was down.

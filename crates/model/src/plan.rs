@@ -3,7 +3,6 @@
 //! params, matrix values and the pipeline's name evaluated; what depends on
 //! run-time results is shown as written.
 
-use crate::dag::Dag;
 use crate::diag::did_you_mean;
 use crate::pipeline::*;
 use serde::Serialize;
@@ -79,7 +78,7 @@ pub fn plan(pipeline: &Pipeline, given: &[(String, String)]) -> Result<Plan, Vec
     base.set("params", Json::Object(params_json));
     base.set("run", json!({ "pipeline": pipeline.name.value }));
 
-    let dag = Dag::new(pipeline);
+    let dag = &pipeline.dag;
     let mut skipped_steps: Vec<bool> = vec![false; pipeline.steps.len()];
     let mut errors = Vec::new();
     let mut layers = Vec::new();

@@ -36,15 +36,15 @@ pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
     })
 }
 
-/// Checks that `text` parses and fires at least once.
-pub(crate) fn check_cron(text: &str) -> Result<(), String> {
+/// Checks that `text` parses and fires at least once; returns it parsed.
+pub(crate) fn check_cron(text: &str) -> Result<croner::Cron, String> {
     let cron = parse_cron(text)?;
     // Any real schedule fires within a few years of any instant; croner
     // gives up on patterns like "0 0 31 2 *" that match no date.
     let origin = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single();
     let fires = origin.is_some_and(|origin| cron.iter_after(origin).next().is_some());
     if fires {
-        Ok(())
+        Ok(cron)
     } else {
         Err(format!(
             "cron '{text}' never fires: no date matches it (check day and month)"
@@ -67,9 +67,9 @@ mod tests {
 
     #[test]
     fn crons() {
-        assert_eq!(check_cron("0 3 * * *"), Ok(()));
-        assert_eq!(check_cron("*/15 * * * *"), Ok(()));
-        assert_eq!(check_cron("30 0 3 * * *"), Ok(()));
+        assert!(check_cron("0 3 * * *").is_ok());
+        assert!(check_cron("*/15 * * * *").is_ok());
+        assert!(check_cron("30 0 3 * * *").is_ok());
         assert!(check_cron("0 0 31 2 *").is_err_and(|e| e.contains("never fires")));
         assert!(
             check_cron("61 * * * *").is_err_and(|e| e.starts_with("invalid cron '61 * * * *'"))

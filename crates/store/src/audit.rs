@@ -159,40 +159,48 @@ pub fn verify(entries: &[AuditEntry], key: &VerifyingKey) -> Result<usize, Broke
     Ok(entries.len())
 }
 
-/// The daemon's signing key, kept in `dir/audit.key` (the hex of its
-/// 32-byte seed, mode 0600) and made at the first start.
-pub fn signing_key(dir: &std::path::Path) -> std::io::Result<SigningKey> {
-    let path = dir.join("audit.key");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let seed: [u8; 32] = hex::decode(text.trim())
-                .ok()
-                .and_then(|bytes| bytes.try_into().ok())
-                .ok_or_else(|| {
-                    std::io::Error::other(format!(
-                        "{} does not hold a key (64 hex digits)",
-                        path.display()
-                    ))
-                })?;
-            Ok(SigningKey::from_bytes(&seed))
-        }
+/// A secret kept in a file of its own: the 64 hex digits it holds, or,
+/// when the file is not there yet, 256 bits hashed from the OS's random
+/// source (two v4 UUIDs), written with mode 0600 — never over a file that
+/// appeared meanwhile. The daemon's audit key and API token are made so.
+pub fn secret_file(path: &std::path::Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)?;
-            // Two v4 UUIDs (244 random bits from the OS) hashed to a seed.
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             let random = format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-            let seed: [u8; 32] = Sha256::digest(random.as_bytes()).into();
+            let secret = hex::encode(Sha256::digest(random.as_bytes()));
             use std::io::Write as _;
             use std::os::unix::fs::OpenOptionsExt as _;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)?;
-            file.write_all(hex::encode(seed).as_bytes())?;
-            Ok(SigningKey::from_bytes(&seed))
+                .open(path)?;
+            file.write_all(secret.as_bytes())?;
+            Ok(secret)
         }
         Err(e) => Err(e),
     }
+}
+
+/// The daemon's signing key, kept in `dir/audit.key` (the hex of its
+/// 32-byte seed, mode 0600) and made at the first start ([`secret_file`]).
+pub fn signing_key(dir: &std::path::Path) -> std::io::Result<SigningKey> {
+    let path = dir.join("audit.key");
+    let text = secret_file(&path)?;
+    let seed: [u8; 32] = hex::decode(&text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{} does not hold a key (64 hex digits)",
+                path.display()
+            ))
+        })?;
+    Ok(SigningKey::from_bytes(&seed))
 }
 
 /// Reads a public key given as 64 hex digits.

@@ -2,6 +2,7 @@
 //! against the parser, and properties of the parser.
 
 mod data;
+mod kept;
 mod props;
 mod schema;
 
