@@ -6,14 +6,11 @@ use crate::output::Output;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use weir_daemon::{Change, Docker, Executors, Options};
+use weir_daemon::{Change, Config};
 use weir_engine::{Run, RunState, StepState};
-use weir_model::Pipeline;
-use weir_model::pipeline::{Executor, StepKind};
-use weir_store::Store;
 
 /// Flags shared by the commands that use the local store. Each also comes
 /// from `weir.toml` and its `WEIR_*` variable (see [`crate::config`]).
@@ -45,15 +42,16 @@ pub(crate) struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// The settings these flags, the environment and `weir.toml` give.
-    pub(crate) fn settings(&self) -> anyhow::Result<Settings> {
+    /// The daemon's settings these flags, the environment and `weir.toml`
+    /// give, and how to print.
+    pub(crate) fn settings(&self) -> anyhow::Result<(Config, Output)> {
         let mut layers = Layers::read(&self.config)?;
         self.resolve(&mut layers)
     }
 
     /// Resolves the store's settings into `layers`, which the caller may go
     /// on resolving its own settings with.
-    pub(crate) fn resolve(&self, layers: &mut Layers) -> anyhow::Result<Settings> {
+    pub(crate) fn resolve(&self, layers: &mut Layers) -> anyhow::Result<(Config, Output)> {
         let data = layers.pick(
             "data",
             Some("WEIR_DATA"),
@@ -94,93 +92,16 @@ impl StoreArgs {
         if max_running == 0 {
             anyhow::bail!("max_running must be at least 1");
         }
-        Ok(Settings {
+        let config = Config {
             data,
             db,
             max_running,
-            grace,
+            grace: Duration::from_secs(grace),
             gpus,
             keep_containers,
-            output: self.output,
-        })
-    }
-}
-
-/// The resolved settings of the local store and how runs are driven.
-pub(crate) struct Settings {
-    pub(crate) data: PathBuf,
-    pub(crate) db: String,
-    max_running: usize,
-    grace: u64,
-    gpus: Option<Vec<String>>,
-    keep_containers: bool,
-    pub(crate) output: Output,
-}
-
-impl Settings {
-    pub(crate) async fn store(&self) -> anyhow::Result<Store> {
-        Store::connect(&self.db)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the store at {}: {e}", self.db))
-    }
-
-    /// How the daemon drives runs: a Docker engine when one answers (steps
-    /// that need it fail with a clear reason otherwise), the GPUs given or
-    /// found.
-    pub(crate) async fn daemon_options(&self) -> anyhow::Result<Options> {
-        let gpus = self.gpu_ids()?;
-        self.with(Docker::IfReachable, gpus).await
-    }
-
-    /// How to drive runs of `pipeline`: with a Docker engine when it has
-    /// docker steps (an engine that cannot be reached is one clear error).
-    pub(crate) async fn options(&self, pipeline: &Pipeline) -> anyhow::Result<Options> {
-        let needs_docker = pipeline
-            .steps
-            .iter()
-            .any(|s| matches!(&s.kind, StepKind::Container(c) if c.executor == Executor::Docker));
-        let wants_gpus = pipeline
-            .steps
-            .iter()
-            .any(|s| matches!(&s.kind, StepKind::Container(c) if c.resources.gpus.is_some()));
-        let gpus = if wants_gpus || self.gpus.is_some() {
-            self.gpu_ids()?
-        } else {
-            Vec::new()
         };
-        let docker = if needs_docker {
-            Docker::Required
-        } else {
-            Docker::Skip
-        };
-        self.with(docker, gpus).await
+        Ok((config, self.output))
     }
-
-    /// The host's GPU ids: the ones given, else what nvidia-smi reports.
-    fn gpu_ids(&self) -> anyhow::Result<Vec<String>> {
-        Ok(weir_executor::inventory(self.gpus.as_deref())?
-            .into_iter()
-            .map(|g| g.index)
-            .collect())
-    }
-
-    /// Options from these settings, with the executors and GPUs found.
-    async fn with(&self, docker: Docker, gpus: Vec<String>) -> anyhow::Result<Options> {
-        let data = absolute(&self.data);
-        let executors = Executors::connect(&data, docker, self.keep_containers).await?;
-        Ok(Options {
-            data,
-            max_running: self.max_running,
-            grace: Duration::from_secs(self.grace),
-            executors,
-            gpus,
-            usage: Default::default(),
-        })
-    }
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    std::env::current_dir().map_or_else(|_| path.to_owned(), |dir| dir.join(path))
 }
 
 /// Shows each step's new state: on a terminal, one live line per step

@@ -15,32 +15,32 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let settings = args.store.settings()?;
-        let store = settings.store().await?;
+        let (config, output) = args.store.settings()?;
+        let store = config.store().await?;
         let ids = match &args.run {
             Some(id) => vec![id.clone()],
             None => store.unfinished_runs().await?,
         };
         if ids.is_empty() {
-            eprintln!("no unfinished runs in {}", settings.data.display());
+            eprintln!("no unfinished runs in {}", config.data.display());
             return Ok(ExitCode::SUCCESS);
         }
         let mut code = ExitCode::SUCCESS;
         for id in ids {
             let (pipeline, _) = weir_daemon::stored(&store, &id).await?;
-            if settings.output == crate::output::Output::Table {
+            if output == crate::output::Output::Table {
                 println!("resuming run {id} of {}", pipeline.name.value);
             }
             let finished = weir_daemon::drive(
                 &store,
                 &pipeline,
                 &id,
-                &settings.options(&pipeline).await?,
+                &config.options_for(&pipeline).await?,
                 ctrl_c(),
-                progress(settings.output),
+                progress(output),
             )
             .await?;
-            let this = finish(&finished, settings.output)?;
+            let this = finish(&finished, output)?;
             if this != ExitCode::SUCCESS {
                 code = this;
             }

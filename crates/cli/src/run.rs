@@ -33,9 +33,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     runtime()?.block_on(async {
-        let settings = args.store.settings()?;
-        let options = settings.options(&pipeline).await?;
-        let store = settings.store().await?;
+        let (config, output) = args.store.settings()?;
+        let options = config.options_for(&pipeline).await?;
+        let store = config.store().await?;
         let name = pipeline.name.value.clone();
         let daemon = Daemon::for_file(store, &args.file, pipeline, &source, options).await?;
         // Followed from before the run exists, so no change is missed.
@@ -57,10 +57,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
-        if settings.output == crate::output::Output::Table {
+        if output == crate::output::Output::Table {
             println!("run {id} of {name}");
         }
-        let mut show = progress(settings.output);
+        let mut show = progress(output);
         let mut interrupt = std::pin::pin!(ctrl_c());
         let mut interrupted = false;
         let finished = loop {
@@ -83,7 +83,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         // The audit entries of the run (gates, registrations) are in the
         // log before weir exits.
         daemon.shutdown(SHUTDOWN).await;
-        finish(&finished, settings.output)
+        finish(&finished, output)
     })
 }
 

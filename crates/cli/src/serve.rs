@@ -3,7 +3,7 @@
 
 use crate::config::{Layers, LogFormat, Source};
 use crate::local::StoreArgs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -28,7 +28,10 @@ pub(crate) struct Settings {
     pub(crate) pipelines: PathBuf,
     pub(crate) listen: String,
     pub(crate) log_format: LogFormat,
-    pub(crate) store: crate::local::Settings,
+    /// The daemon's own settings.
+    pub(crate) daemon: weir_daemon::Config,
+    /// How `weir config` prints.
+    pub(crate) output: crate::output::Output,
     /// Named tokens besides the daemon's own (`admin`), from `weir.toml`.
     pub(crate) tokens: Vec<(String, String)>,
     /// Each setting with its value and where it came from.
@@ -60,7 +63,7 @@ impl Args {
             |f| f.log_format,
             LogFormat::Text,
         );
-        let store = self.store.resolve(&mut layers)?;
+        let (daemon, output) = self.store.resolve(&mut layers)?;
         let mut tokens = Vec::new();
         for (name, var) in layers.file.tokens.iter().flatten() {
             match std::env::var(var) {
@@ -75,7 +78,8 @@ impl Args {
             pipelines,
             listen,
             log_format,
-            store,
+            daemon,
+            output,
             picked: layers.picked,
         })
     }
@@ -84,7 +88,7 @@ impl Args {
 /// `weir config`: each setting `weir serve` would use, and where it came from.
 pub(crate) fn show(args: &Args) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
-    match settings.store.output {
+    match settings.output {
         crate::output::Output::Json => {
             let map: serde_json::Map<String, serde_json::Value> = settings
                 .picked
@@ -111,24 +115,13 @@ pub(crate) fn show(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The API token: `WEIR_TOKEN`, else the one in the data folder, made at
-/// the first start (mode 0600).
-pub(crate) fn token(data: &Path) -> anyhow::Result<String> {
-    if let Ok(token) = std::env::var("WEIR_TOKEN")
-        && !token.is_empty()
-    {
-        return Ok(token);
-    }
-    Ok(weir_store::secret_file(&data.join("token"))?)
-}
-
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
     crate::config::init_logging(settings.log_format, "info");
     crate::local::runtime()?.block_on(async {
-        let store = settings.store.store().await?;
-        let options = settings.store.daemon_options().await?;
-        let token = token(&settings.store.data)?;
+        let store = settings.daemon.store().await?;
+        let options = settings.daemon.daemon_options().await?;
+        let token = settings.daemon.token()?;
         let (daemon, problems) =
             weir_daemon::Daemon::start(store, &settings.pipelines, options).await?;
         for problem in &problems {
@@ -155,9 +148,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             daemon: Arc::clone(&daemon),
             tokens: Arc::from(tokens),
         };
-        axum::serve(listener, weir_server::router(state))
-            .with_graceful_shutdown(shutdown())
-            .await?;
+        weir_server::serve(state, listener, shutdown()).await?;
         // Every run loop commits its last decision and lets go of its run
         // (the next start takes up the containers that still run), and the
         // audit queue is appended, before weir exits.

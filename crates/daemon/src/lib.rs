@@ -24,7 +24,7 @@ mod tasks;
 pub use approvals::DecideError;
 pub use catalog::{Loaded, Reload, Scan, Scanned, StoredError, load_pipelines, scan, stored};
 pub use clock::now;
-pub use config::{Docker, Executors, Options};
+pub use config::{Config, ConfigError, Docker, Executors, Options};
 pub use drive::{Change, Control, DriveError, drive, drive_with};
 pub use intake::{Delivery, DeliveryError};
 pub use load::Usage;

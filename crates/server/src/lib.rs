@@ -10,4 +10,4 @@ mod openapi;
 mod routes;
 
 pub use error::ApiError;
-pub use routes::{Actor, State, router};
+pub use routes::{Actor, State, router, serve};

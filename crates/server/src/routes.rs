@@ -674,3 +674,15 @@ async fn drift(
         "detail": decision,
     })))
 }
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes
+/// the requests in flight and returns.
+pub async fn serve(
+    state: State,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -174,7 +174,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "weir-model",
             "weir-engine",
             "weir-store",
-            "weir-executor",
         ],
     ),
 ];
