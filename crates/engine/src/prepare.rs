@@ -5,7 +5,7 @@
 use crate::context;
 use crate::run::Run;
 use weir_model::Pipeline;
-use weir_model::pipeline::{Action as Command, Container, Executor, Gpus, Pull, StepKind};
+use weir_model::pipeline::{Container, Executor, Gpus, Invocation, Pull, StepKind};
 
 /// A container step's attempt, ready to hand to an executor.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,8 +102,8 @@ pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared,
         ..
     } = container.as_ref();
     let command = match action {
-        Command::Run(line) => Program::Shell(render(&line.value, "run")?),
-        Command::Command(argv) => Program::Argv(
+        Invocation::Run(line) => Program::Shell(render(&line.value, "run")?),
+        Invocation::Command(argv) => Program::Argv(
             argv.iter()
                 .map(|a| render(&a.value, "command"))
                 .collect::<Result<_, _>>()?,

@@ -1295,9 +1295,9 @@ impl Lowerer<'_> {
     ) -> Option<Container> {
         let (container, clean) = self.clean(|cx| {
             let action = if kind == "run" {
-                cx.run(node).map(Action::Run)
+                cx.run(node).map(Invocation::Run)
             } else {
-                cx.command(node).map(Action::Command)
+                cx.command(node).map(Invocation::Command)
             };
             let defaults = defaults?;
             let image = match fields.get("image") {

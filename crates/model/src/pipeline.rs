@@ -200,8 +200,8 @@ impl StepKind {
     pub fn name(&self) -> &'static str {
         match self {
             StepKind::Container(c) => match c.action {
-                Action::Run(_) => "run",
-                Action::Command(_) => "command",
+                Invocation::Run(_) => "run",
+                Invocation::Command(_) => "command",
             },
             StepKind::Gate(_) => "gate",
             StepKind::Approval(_) => "approval",
@@ -214,7 +214,7 @@ impl StepKind {
 #[derive(Debug, Clone)]
 pub struct Container {
     /// `run` (a shell line) or `command` (argv).
-    pub action: Action,
+    pub action: Invocation,
     /// The image; `None` only for the process executor.
     pub image: Option<Spanned<Template>>,
     /// Docker or a child process.
@@ -237,7 +237,7 @@ pub struct Container {
 
 /// What a container step runs.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub enum Invocation {
     /// `sh -c` with this line.
     Run(Spanned<Template>),
     /// This argv, no shell.

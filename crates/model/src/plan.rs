@@ -232,10 +232,10 @@ fn plan_instance(
     match &step.kind {
         StepKind::Container(c) => {
             match &c.action {
-                Action::Run(line) => {
+                Invocation::Run(line) => {
                     action.insert("run".into(), Json::String(render(&line.value, context)?));
                 }
-                Action::Command(argv) => {
+                Invocation::Command(argv) => {
                     let argv: Result<Vec<Json>, String> = argv
                         .iter()
                         .map(|a| render(&a.value, context).map(Json::String))

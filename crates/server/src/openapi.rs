@@ -28,7 +28,7 @@ mod tests {
                 };
                 let call = rest.split(")\n").next().unwrap_or_default();
                 // Nested under /api/v1 unless written with the prefix (the
-                // hooks and the document sit outside the token layer).
+                // hooks, outside the token layer) or open at the root.
                 let full =
                     if path.starts_with("/api/v1") || ["/healthz", "/metrics"].contains(&path) {
                         path.to_owned()

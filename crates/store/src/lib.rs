@@ -3,9 +3,14 @@
 //! PostgreSQL (several nodes).
 //!
 //! The same queries serve both databases (JSON is stored as text, numbers
-//! as 64-bit integers); where they differ, a plain `match` on [`Db`] says
-//! so. What the store does not know: HTTP, Docker, or the rules of the
-//! engine — it keeps what the engine decided, nothing more.
+//! as 64-bit integers, `$n` placeholders on both): the `on_db!` macro
+//! compiles one body for either pool. Where they differ — PostgreSQL's
+//! advisory locks for registrations and the scheduler's leader, SQLite's
+//! in-process write turn before `BEGIN IMMEDIATE` — the code says so with
+//! `Db::Postgres`/`Db::Sqlite` or an `is_pg` flag.
+//!
+//! What the store does not know: HTTP, Docker, or the rules of the engine
+//! — it keeps what the engine decided, nothing more.
 
 mod audit;
 mod db;
