@@ -187,15 +187,10 @@ fn elapsed(step: &weir_engine::StepRun) -> Option<f64> {
 /// failed, 130 cancelled.
 pub(crate) fn finish(run: &Run, output: Output) -> anyhow::Result<ExitCode> {
     match output {
-        Output::Json => {
-            // As the API answers a run: `trigger` is the kind of its cause.
-            let mut value = serde_json::to_value(run)?;
-            if let Some(map) = value.as_object_mut() {
-                map.insert("trigger".to_owned(), run.cause.kind().into());
-                map.insert("retry_of".to_owned(), run.retry_of().into());
-            }
-            println!("{}", serde_json::to_string_pretty(&value)?);
-        }
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&weir_server::run_json(run))?
+        ),
         Output::Table => {
             let took = match (run.started_at, run.finished_at) {
                 (Some(start), Some(end)) => format!(

@@ -80,20 +80,14 @@ pub fn scan(paths: &[PathBuf]) -> Vec<Scanned> {
     let mut scanned = Vec::new();
     let mut names: HashMap<String, PathBuf> = HashMap::new();
     for (path, unreadable) in files(paths) {
-        if let Some(reason) = unreadable {
-            let d = Diagnostic::error(Pos::START, Code::Io, format!("cannot read: {reason}"));
-            scanned.push(Scanned {
-                path,
-                source: String::new(),
-                diagnostics: vec![d],
-                pipeline: None,
-            });
-            continue;
-        }
-        let source = match std::fs::read_to_string(&path) {
+        let read = match unreadable {
+            Some(reason) => Err(reason),
+            None => std::fs::read_to_string(&path).map_err(|e| e.to_string()),
+        };
+        let source = match read {
             Ok(source) => source,
-            Err(e) => {
-                let d = Diagnostic::error(Pos::START, Code::Io, format!("cannot read: {e}"));
+            Err(reason) => {
+                let d = Diagnostic::error(Pos::START, Code::Io, format!("cannot read: {reason}"));
                 scanned.push(Scanned {
                     path,
                     source: String::new(),

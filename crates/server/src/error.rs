@@ -111,9 +111,10 @@ impl From<weir_daemon::DeliveryError> for ApiError {
     }
 }
 
-/// A run as the API answers it: the engine's run with `trigger`, the kind
-/// of its cause, beside the cause itself.
-pub(crate) fn run_json(run: &weir_engine::Run) -> serde_json::Value {
+/// A run as the API answers it (and `weir run --output json` prints it):
+/// the engine's run with `trigger`, the kind of its cause, beside the
+/// cause itself.
+pub fn run_json(run: &weir_engine::Run) -> serde_json::Value {
     let mut value = serde_json::json!(run);
     if let Some(map) = value.as_object_mut() {
         map.insert("trigger".to_owned(), run.cause.kind().into());

@@ -9,5 +9,5 @@ mod hooks;
 mod openapi;
 mod routes;
 
-pub use error::ApiError;
+pub use error::{ApiError, run_json};
 pub use routes::{Actor, State, router, serve};

@@ -37,3 +37,18 @@ fn stdout(output: &Output) -> String {
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// The audit entries of the store in `data`, and whether they verify with
+/// the key kept there.
+fn audit_of(data: &Path) -> Vec<weir_store::AuditEntry> {
+    let entries = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let url = format!("sqlite://{}/weir.db", data.display());
+            let store = weir_store::Store::connect(&url).await.expect("store");
+            store.audit_entries(0, 1000).await.expect("audit")
+        });
+    let key = weir_store::signing_key(data).expect("key");
+    weir_store::verify(&entries, &key.verifying_key()).expect("the chain verifies");
+    entries
+}

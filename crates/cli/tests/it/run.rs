@@ -52,13 +52,7 @@ fn a_run_succeeds_with_params_metrics_and_retries() {
     // the trigger (committed with the run), the gate's verdict.
     let id = run["id"].as_str().expect("id").to_owned();
     let data = dir.path().join(".weir");
-    let entries = tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(async {
-            let url = format!("sqlite://{}/weir.db", data.display());
-            let store = weir_store::Store::connect(&url).await.expect("store");
-            store.audit_entries(0, 1000).await.expect("audit")
-        });
+    let entries = crate::audit_of(&data);
     // The trigger's entry commits with the run, so it may come before the
     // queued load entry.
     let mut actions: Vec<(&str, &str)> = entries
@@ -77,8 +71,6 @@ fn a_run_succeeds_with_params_metrics_and_retries() {
     );
     assert_eq!(run["trigger"], "manual");
     assert_eq!(run["cause"]["kind"], "manual");
-    let key = weir_store::signing_key(&data).expect("key");
-    weir_store::verify(&entries, &key.verifying_key()).expect("the chain verifies");
 }
 
 #[test]

@@ -27,6 +27,12 @@ impl TestDaemon {
         for (name, text) in pipelines {
             std::fs::write(folder.join(name), text).expect("pipeline file");
         }
+        Self::on(dir).await
+    }
+
+    /// A daemon on a folder a test prepared (`pipelines/`, `data/`).
+    pub(crate) async fn on(dir: tempfile::TempDir) -> TestDaemon {
+        std::fs::create_dir_all(dir.path().join("pipelines")).expect("pipelines folder");
         let daemon = Self::open(dir.path()).await;
         TestDaemon { daemon, dir }
     }

@@ -244,7 +244,6 @@ async fn a_retry_is_admitted_under_the_pipelines_concurrency() {
 #[tokio::test]
 async fn a_run_whose_stored_pipeline_no_longer_validates_is_failed_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(dir.path().join("pipelines")).expect("folder");
     let data = dir.path().join("data");
     {
         let store = store(&data).await;
@@ -267,25 +266,7 @@ async fn a_run_whose_stored_pipeline_no_longer_validates_is_failed_at_start() {
         store.create_run(&run, &hash).await.expect("created");
         store.close().await;
     }
-    let t = TestDaemon {
-        daemon: {
-            let options = weir_daemon::Options {
-                executors: weir_daemon::Executors::connect(&data, weir_daemon::Docker::Skip, false)
-                    .await
-                    .expect("executors"),
-                data: data.clone(),
-                max_running: 2,
-                grace: std::time::Duration::from_secs(1),
-                gpus: Vec::new(),
-                usage: Default::default(),
-            };
-            weir_daemon::Daemon::start(store(&data).await, &dir.path().join("pipelines"), options)
-                .await
-                .expect("starts")
-                .0
-        },
-        dir,
-    };
+    let t = TestDaemon::on(dir).await;
     let run = t.daemon.store().load_run("r-old").await.expect("run");
     assert_eq!(run.state, RunState::Failed, "{run:#?}");
     let reason = run.reason.clone().expect("a reason");
