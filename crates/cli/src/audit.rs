@@ -2,11 +2,10 @@
 //! its API or offline from an export and the public key.
 
 use crate::client::{Client, ClientArgs};
-use reqwest::Method;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use weir_store::AuditEntry;
+use weir_api as api;
 
 /// Arguments of `weir audit`.
 #[derive(clap::Args)]
@@ -50,20 +49,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
         match &args.command {
-            Command::Verify { .. } => {
-                let answer = client.call(Method::GET, "/audit/verify", None).await?;
-                if answer["verified"] == true {
-                    println!("audit chain verifies: {} entries", answer["entries"]);
-                    Ok(ExitCode::SUCCESS)
-                } else {
-                    println!(
-                        "audit chain broken at entry {}: {}",
-                        answer["seq"],
-                        answer["reason"].as_str().unwrap_or_default()
-                    );
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+            Command::Verify { .. } => Ok(report(&client.get("/audit/verify").await?)),
             Command::Export { file } => {
                 let mut out: Box<dyn std::io::Write> = match file {
                     Some(path) => Box::new(std::io::BufWriter::new(
@@ -75,14 +61,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 let mut after = 0;
                 let mut count = 0;
                 loop {
-                    let page = client
-                        .call(
-                            Method::GET,
-                            &format!("/audit?after={after}&limit=1000"),
-                            None,
-                        )
+                    let entries: Vec<api::AuditEntry> = client
+                        .get(&format!("/audit?after={after}&limit=1000"))
                         .await?;
-                    let entries: Vec<AuditEntry> = serde_json::from_value(page)?;
                     let Some(last) = entries.last() else { break };
                     after = last.seq;
                     for entry in &entries {
@@ -97,38 +78,35 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Key => {
-                let answer = client.call(Method::GET, "/audit/key", None).await?;
-                println!("{}", answer["public_key"].as_str().unwrap_or_default());
+                let key: api::AuditKey = client.get("/audit/key").await?;
+                println!("{}", key.public_key);
                 Ok(ExitCode::SUCCESS)
             }
         }
     })
 }
 
+/// Prints a check of the chain; exits 0 when it verifies, else 1.
+fn report(check: &api::Verification) -> ExitCode {
+    if check.verified {
+        println!("audit chain verifies: {} entries", check.entries);
+        return ExitCode::SUCCESS;
+    }
+    let seq = check.seq.map_or_else(|| "?".to_owned(), |s| s.to_string());
+    let reason = check.reason.as_deref().unwrap_or_default();
+    println!("audit chain broken at entry {seq}: {reason}");
+    ExitCode::FAILURE
+}
+
 /// Verifies an export offline.
-fn verify_file(file: &PathBuf, pubkey: &str) -> anyhow::Result<ExitCode> {
-    let key = weir_store::public_key(pubkey).map_err(|e| anyhow::anyhow!("--pubkey: {e}"))?;
+fn verify_file(file: &Path, pubkey: &str) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let mut entries = Vec::new();
-    for (number, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let entry: AuditEntry = serde_json::from_str(line).map_err(|e| {
-            anyhow::anyhow!("{}:{}: not an audit entry: {e}", file.display(), number + 1)
-        })?;
-        entries.push(entry);
-    }
-    match weir_store::verify(&entries, &key) {
-        Ok(count) => {
-            println!("audit chain verifies: {count} entries");
-            Ok(ExitCode::SUCCESS)
+    let checked = weir_daemon::verify_export(&text, pubkey).map_err(|e| match e {
+        weir_daemon::ExportError::Line { line, error } => {
+            anyhow::anyhow!("{}:{line}: not an audit entry: {error}", file.display())
         }
-        Err(broken) => {
-            println!("audit chain broken at {broken}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+        weir_daemon::ExportError::Key(_) => anyhow::anyhow!("{e}"),
+    })?;
+    Ok(report(&weir_server::wire::verification(checked)))
 }

@@ -1,7 +1,8 @@
 //! The CLI's side of the HTTP API: `--addr`/`WEIR_ADDR`, the token, and
 //! errors that say what to do when the daemon is not there.
 
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 
 /// Flags of the commands that talk to a daemon.
@@ -47,18 +48,33 @@ impl Client {
         })
     }
 
-    /// Sends a request to `/api/v1{path}` and returns the JSON answer, or
-    /// the API's error message.
-    pub(crate) async fn call(
+    /// `GET /api/v1{path}`, read as `T`.
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(reqwest::Method::GET, path, None::<&()>).await
+    }
+
+    /// `POST /api/v1{path}` with `body` as JSON (none when `None`), the
+    /// answer read as `T`.
+    pub(crate) async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    /// Sends a request to `/api/v1{path}` and reads the answer as `T`, or
+    /// fails with the API's error message.
+    async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
         let url = format!("{}/api/v1{path}", self.addr);
         let mut request = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(body) = body {
-            request = request.json(&body);
+            request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
             let why = if e.is_connect() {
@@ -72,14 +88,20 @@ impl Client {
             )
         })?;
         let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(value)
-        } else {
-            let message = value["error"]["message"]
-                .as_str()
-                .unwrap_or("the daemon refused the request");
+        let bytes = response.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            let message = serde_json::from_slice::<weir_api::Error>(&bytes).map_or_else(
+                |_| "the daemon refused the request".to_owned(),
+                |e| e.error.message,
+            );
             anyhow::bail!("{message} (HTTP {})", status.as_u16())
         }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "weir at {} answered {path} with what this weir cannot read ({e}): \
+                 are the CLI and the daemon the same version?",
+                self.addr
+            )
+        })
     }
 }

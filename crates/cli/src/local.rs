@@ -9,8 +9,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use weir_daemon::{Change, Config};
-use weir_engine::{Run, RunState, StepState};
+use weir_api::{self as api, RunState, StepState};
+use weir_daemon::{Change, Config, Run};
 
 /// Flags shared by the commands that use the local store. Each also comes
 /// from `weir.toml` and its `WEIR_*` variable (see [`crate::config`]).
@@ -112,8 +112,9 @@ pub(crate) fn progress(output: Output) -> impl FnMut(&Run, &Change) {
     let bars = MultiProgress::new();
     let mut lines: HashMap<usize, ProgressBar> = HashMap::new();
     move |run, change| {
-        let step = &run.steps[change.step];
-        let text = describe(step, change.to);
+        let step = weir_server::wire::step(&run.steps[change.step]);
+        let to = weir_server::wire::step_state(change.to);
+        let text = describe(&step, to);
         if !live {
             if output == Output::Json {
                 eprintln!("{}: {text}", step.id);
@@ -136,8 +137,8 @@ pub(crate) fn progress(output: Output) -> impl FnMut(&Run, &Change) {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        if change.to.is_terminal() {
-            let mark = if change.to == StepState::Succeeded || change.to == StepState::Skipped {
+        if to.is_terminal() {
+            let mark = if to == StepState::Succeeded || to == StepState::Skipped {
                 "✓"
             } else {
                 "✗"
@@ -155,7 +156,7 @@ pub(crate) fn progress(output: Output) -> impl FnMut(&Run, &Change) {
 
 /// The words for a step's new state: `running (attempt 2)`, `succeeded in
 /// 12ms`, `failed (exit code 3)`.
-fn describe(step: &weir_engine::StepRun, state: StepState) -> String {
+fn describe(step: &api::StepRun, state: StepState) -> String {
     match state {
         StepState::Running => match step.attempts.last().map_or(1, |a| a.number) {
             1 => "running".to_owned(),
@@ -173,7 +174,7 @@ fn describe(step: &weir_engine::StepRun, state: StepState) -> String {
     }
 }
 
-fn elapsed(step: &weir_engine::StepRun) -> Option<f64> {
+fn elapsed(step: &api::StepRun) -> Option<f64> {
     let start = step
         .attempts
         .last()
@@ -186,11 +187,9 @@ fn elapsed(step: &weir_engine::StepRun) -> Option<f64> {
 /// Prints the finished run and returns its exit code: 0 succeeded, 1
 /// failed, 130 cancelled.
 pub(crate) fn finish(run: &Run, output: Output) -> anyhow::Result<ExitCode> {
+    let run = weir_server::wire::run(run);
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&weir_server::run_json(run))?
-        ),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&run)?),
         Output::Table => {
             let took = match (run.started_at, run.finished_at) {
                 (Some(start), Some(end)) => format!(
@@ -205,11 +204,17 @@ pub(crate) fn finish(run: &Run, output: Output) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(match run.state {
+    Ok(exit_code(run.state))
+}
+
+/// A finished run's exit code: 0 succeeded, 1 failed, 130 cancelled (as
+/// for Ctrl-C).
+pub(crate) fn exit_code(state: RunState) -> ExitCode {
+    match state {
         RunState::Succeeded => ExitCode::SUCCESS,
         RunState::Cancelled => ExitCode::from(130),
         _ => ExitCode::FAILURE,
-    })
+    }
 }
 
 /// A future that completes on Ctrl-C (SIGINT).

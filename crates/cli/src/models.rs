@@ -4,9 +4,10 @@
 use crate::client::{Client, ClientArgs};
 use crate::output::Output;
 use crate::remote::encode;
-use reqwest::Method;
+use indexmap::IndexMap;
 use serde_json::{Value, json};
 use std::process::ExitCode;
+use weir_api as api;
 
 /// Arguments of `weir models`.
 #[derive(clap::Args)]
@@ -63,13 +64,28 @@ fn model_at(text: &str) -> anyhow::Result<(&str, i64)> {
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let answer = match &args.command {
-            Command::List => client.call(Method::GET, "/models", None).await?,
-            Command::Show { model, alias, at } => {
-                if model.contains('@') {
+        let json = args.output == Output::Json;
+        match &args.command {
+            Command::List => {
+                let models: Vec<api::ModelSummary> = client.get("/models").await?;
+                if json {
+                    return print_json(&models);
+                }
+                println!("{:<24} {:>7} {:>8}  ALIASES", "MODEL", "LATEST", "VERSIONS");
+                for m in &models {
+                    println!(
+                        "{:<24} {:>7} {:>8}  {}",
+                        m.model,
+                        m.latest,
+                        m.versions,
+                        aliases(&m.aliases)
+                    );
+                }
+            }
+            Command::Show { model, alias, at } if model.contains('@') || alias.is_some() => {
+                let path = if model.contains('@') {
                     let (name, version) = model_at(model)?;
-                    let path = format!("/models/{}/versions/{version}", encode(name));
-                    client.call(Method::GET, &path, None).await?
+                    format!("/models/{}/versions/{version}", encode(name))
                 } else {
                     let mut path = format!("/models/{}", encode(model));
                     if let Some(alias) = alias {
@@ -78,111 +94,94 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                             path.push_str(&format!("&at={}", encode(&at.to_rfc3339())));
                         }
                     }
-                    client.call(Method::GET, &path, None).await?
+                    path
+                };
+                let version: api::ModelVersion = client.get(&path).await?;
+                if json {
+                    return print_json(&version);
                 }
+                print_version(&version);
+            }
+            Command::Show { model, .. } => {
+                let model: api::Model = client.get(&format!("/models/{}", encode(model))).await?;
+                if json {
+                    return print_json(&model);
+                }
+                println!("{}  aliases: {}", model.model, aliases(&model.aliases));
+                model.versions.iter().for_each(print_version);
             }
             Command::Promote { target, alias } => {
                 let (name, version) = model_at(target)?;
                 let path = format!("/models/{}/aliases/{}", encode(name), encode(alias));
-                let body = json!({ "version": version });
-                client.call(Method::POST, &path, Some(body)).await?
+                let promoted: api::Promoted = client
+                    .post(&path, Some(&api::Promotion { version }))
+                    .await?;
+                if json {
+                    return print_json(&promoted);
+                }
+                println!(
+                    "{} {} -> {} (was {}), by {}",
+                    promoted.model,
+                    promoted.alias,
+                    promoted.version,
+                    or_dash(promoted.from_version),
+                    promoted.actor
+                );
             }
             Command::History { model } => {
                 let path = format!("/models/{}/history", encode(model));
-                client.call(Method::GET, &path, None).await?
+                let moves: Vec<api::AliasMove> = client.get(&path).await?;
+                if json {
+                    return print_json(&moves);
+                }
+                println!(
+                    "{:<32} {:<12} {:>4} {:>4}  BY",
+                    "WHEN", "ALIAS", "FROM", "TO"
+                );
+                for m in &moves {
+                    println!(
+                        "{:<32} {:<12} {:>4} {:>4}  {}",
+                        crate::output::time(&m.moved_at),
+                        m.alias,
+                        or_dash(m.from_version),
+                        m.version,
+                        m.actor
+                    );
+                }
             }
-        };
-        match args.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
-            Output::Table => print_table(&args.command, &answer),
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(ExitCode::SUCCESS)
 }
 
-fn aliases(value: &Value) -> String {
-    value
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(a, v)| format!("{a}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
+/// A value, or `-` for none.
+fn or_dash(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-fn print_version(v: &Value) {
+fn aliases(aliases: &IndexMap<String, i64>) -> String {
+    (aliases.iter())
+        .map(|(a, v)| format!("{a}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_version(v: &api::ModelVersion) {
     println!(
         "{}@{}  sha256:{}  run {}  {}",
-        text(&v["model"]),
-        text(&v["version"]),
-        text(&v["sha256"]),
-        text(&v["run_id"]),
-        text(&v["created_at"])
+        v.model,
+        v.version,
+        v.sha256,
+        v.run_id,
+        crate::output::time(&v.created_at)
     );
-    for (name, value) in v["metrics"].as_object().into_iter().flatten() {
+    for (name, value) in &v.metrics {
         println!("  {name} = {value}");
-    }
-}
-
-fn print_table(command: &Command, answer: &Value) {
-    match command {
-        Command::List => {
-            println!("{:<24} {:>7} {:>8}  ALIASES", "MODEL", "LATEST", "VERSIONS");
-            for m in answer.as_array().into_iter().flatten() {
-                println!(
-                    "{:<24} {:>7} {:>8}  {}",
-                    text(&m["model"]),
-                    text(&m["latest"]),
-                    text(&m["versions"]),
-                    aliases(&m["aliases"])
-                );
-            }
-        }
-        Command::Show { .. } if answer.get("versions").is_some() => {
-            println!(
-                "{}  aliases: {}",
-                text(&answer["model"]),
-                aliases(&answer["aliases"])
-            );
-            for v in answer["versions"].as_array().into_iter().flatten() {
-                print_version(v);
-            }
-        }
-        Command::Show { .. } => print_version(answer),
-        Command::Promote { .. } => println!(
-            "{} {} -> {} (was {}), by {}",
-            text(&answer["model"]),
-            text(&answer["alias"]),
-            text(&answer["version"]),
-            text(&answer["from_version"]),
-            text(&answer["actor"])
-        ),
-        Command::History { .. } => {
-            println!(
-                "{:<32} {:<12} {:>4} {:>4}  BY",
-                "WHEN", "ALIAS", "FROM", "TO"
-            );
-            for m in answer.as_array().into_iter().flatten() {
-                println!(
-                    "{:<32} {:<12} {:>4} {:>4}  {}",
-                    text(&m["moved_at"]),
-                    text(&m["alias"]),
-                    text(&m["from_version"]),
-                    text(&m["version"]),
-                    text(&m["actor"])
-                );
-            }
-        }
     }
 }
 
@@ -208,13 +207,13 @@ pub(crate) fn lineage(args: &LineageArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
         let path = format!("/models/{}/versions/{version}/lineage", encode(name));
-        let answer = client.call(Method::GET, &path, None).await?;
+        let lineage: api::Lineage = client.get(&path).await?;
         match args.output {
             _ if args.openlineage => {
-                println!("{}", serde_json::to_string_pretty(&openlineage(&answer))?);
+                println!("{}", serde_json::to_string_pretty(&openlineage(&lineage))?);
             }
-            Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
-            Output::Table => print_lineage(&answer),
+            Output::Json => println!("{}", serde_json::to_string_pretty(&lineage)?),
+            Output::Table => print_lineage(&lineage),
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -238,131 +237,113 @@ fn facet(name: &str, fields: Value) -> Value {
 /// The lineage as an OpenLineage `RunEvent` (spec 2-0-2): the run of the
 /// pipeline as job run, every declared artifact of the steps before the
 /// register step as an input dataset, and the model version as output.
-fn openlineage(l: &Value) -> Value {
-    let run = &l["run"];
-    let id = text(&run["id"]);
+fn openlineage(l: &api::Lineage) -> Value {
+    let run = &l.run;
     // weir's run ids are UUIDs written without hyphens.
-    let run_id = match uuid::Uuid::parse_str(&id) {
+    let run_id = match uuid::Uuid::parse_str(&run.id) {
         Ok(uuid) => uuid.hyphenated().to_string(),
-        Err(_) => id.clone(),
+        Err(_) => run.id.clone(),
     };
-    let inputs: Vec<Value> = l["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let inputs: Vec<Value> = (l.steps.iter())
         .flat_map(|step| {
-            let step_id = text(&step["id"]);
-            let image = step["image"].clone();
-            step["artifacts"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(move |(path, sha)| {
-                    json!({
-                        "namespace": "weir",
-                        "name": format!("runs/{}/work/{path}", text(&l["run"]["id"])),
-                        "facets": {
-                            "weir_artifact": facet("weir_artifact", json!({
-                                "sha256": sha, "step": step_id, "image": image,
-                            })),
-                        },
-                    })
+            step.artifacts.iter().map(move |(path, sha)| {
+                json!({
+                    "namespace": "weir",
+                    "name": format!("runs/{}/work/{path}", run.id),
+                    "facets": {
+                        "weir_artifact": facet("weir_artifact", json!({
+                            "sha256": sha, "step": step.id, "image": step.image,
+                        })),
+                    },
                 })
+            })
         })
         .collect();
     json!({
         "eventType": "COMPLETE",
-        "eventTime": l["registered_at"],
+        "eventTime": l.registered_at,
         "producer": PRODUCER,
         "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
         "run": {
             "runId": run_id,
             "facets": {
                 "weir_run": facet("weir_run", json!({
-                    "trigger": run["trigger"],
-                    "params": run["params"],
-                    "pipeline_hash": run["pipeline_hash"],
-                    "source_commit": run["source_commit"],
-                    "event": run["event"],
-                    "event_commit": run["event_commit"],
+                    "trigger": run.trigger,
+                    "params": run.params,
+                    "pipeline_hash": run.pipeline_hash,
+                    "source_commit": run.source_commit,
+                    "event": run.event,
+                    "event_commit": run.event_commit,
                 })),
             },
         },
-        "job": { "namespace": "weir", "name": run["pipeline"] },
+        "job": { "namespace": "weir", "name": run.pipeline },
         "inputs": inputs,
         "outputs": [{
             "namespace": "weir-registry",
-            "name": format!("{}@{}", text(&l["model"]), text(&l["version"])),
+            "name": format!("{}@{}", l.model, l.version),
             "facets": {
                 "weir_model_version": facet("weir_model_version", json!({
-                    "artifact": l["artifact"],
-                    "sha256": l["sha256"],
-                    "metrics": l["metrics"],
+                    "artifact": l.artifact,
+                    "sha256": l.sha256,
+                    "metrics": l.metrics,
                 })),
             },
         }],
     })
 }
 
-fn short(hash: &Value) -> String {
-    let text = text(hash);
-    let bare = text.strip_prefix("sha256:").unwrap_or(&text);
-    bare.get(..12).unwrap_or(bare).to_owned()
+/// The first 12 hex digits of a hash, with no `sha256:` prefix.
+fn short(hash: &str) -> &str {
+    let bare = hash.strip_prefix("sha256:").unwrap_or(hash);
+    bare.get(..12).unwrap_or(bare)
 }
 
 /// The lineage as a tree: the version, its run, and the steps before it.
-fn print_lineage(l: &Value) {
-    let run = &l["run"];
+fn print_lineage(l: &api::Lineage) {
+    let run = &l.run;
     println!(
         "{}@{}  {} sha256:{}",
-        text(&l["model"]),
-        text(&l["version"]),
-        text(&l["artifact"]),
-        short(&l["sha256"])
+        l.model,
+        l.version,
+        l.artifact,
+        short(&l.sha256)
     );
-    for (name, value) in l["metrics"].as_object().into_iter().flatten() {
+    for (name, value) in &l.metrics {
         println!("│ {name} = {value}");
     }
     println!(
         "└─ run {}  ({})",
-        text(&run["id"]),
-        text(&run["created_at"])
+        run.id,
+        crate::output::time(&run.created_at)
     );
     let mut lines = vec![format!(
         "pipeline {}  file sha256:{}{}",
-        text(&run["pipeline"]),
-        short(&run["pipeline_hash"]),
-        match run["source_commit"].as_str() {
-            Some(c) => format!("  git {}", c.get(..12).unwrap_or(c)),
+        run.pipeline,
+        short(&run.pipeline_hash),
+        match &run.source_commit {
+            Some(c) => format!("  git {}", short(c)),
             None => String::new(),
         }
     )];
-    let mut trigger = format!("trigger {}", text(&run["trigger"]));
-    if let Some(event) = run["event"].as_object() {
-        trigger.push_str(&format!(
-            "  event #{} ({})",
-            event["id"],
-            text(&event["kind"])
-        ));
+    let mut trigger = format!("trigger {}", run.trigger);
+    if let Some(event) = &run.event {
+        trigger.push_str(&format!("  event #{} ({})", event.id, event.kind));
     }
-    if let Some(commit) = run["event_commit"].as_str() {
-        trigger.push_str(&format!("  commit {}", commit.get(..12).unwrap_or(commit)));
+    if let Some(commit) = &run.event_commit {
+        trigger.push_str(&format!("  commit {}", short(commit)));
     }
-    if let Some(of) = run["retry_of"].as_str() {
+    if let Some(of) = &run.retry_of {
         trigger.push_str(&format!("  retry of {of}"));
     }
     lines.push(trigger);
-    let params: Vec<String> = run["params"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", text(v)))
+    let params: Vec<String> = (run.params.iter())
+        .map(|(k, v)| format!("{k}={v}"))
         .collect();
     if !params.is_empty() {
         lines.push(format!("params {}", params.join(" ")));
     }
-    let steps = l["steps"].as_array().cloned().unwrap_or_default();
-    let total = lines.len() + steps.len();
+    let total = lines.len() + l.steps.len();
     let mut index = 0;
     let branch = |index: &mut usize| {
         *index += 1;
@@ -376,19 +357,14 @@ fn print_lineage(l: &Value) {
         let (head, _) = branch(&mut index);
         println!("{head}{line}");
     }
-    for step in &steps {
+    for step in &l.steps {
         let (head, rest) = branch(&mut index);
-        let mut line = format!(
-            "step {} ({}, {})",
-            text(&step["id"]),
-            text(&step["kind"]),
-            text(&step["state"])
-        );
-        if step["image"].is_string() {
-            line.push_str(&format!("  image sha256:{}", short(&step["image"])));
+        let mut line = format!("step {} ({}, {})", step.id, step.kind, step.state);
+        if let Some(image) = &step.image {
+            line.push_str(&format!("  image sha256:{}", short(image)));
         }
         println!("{head}{line}");
-        for (path, sha) in step["artifacts"].as_object().into_iter().flatten() {
+        for (path, sha) in &step.artifacts {
             println!("{rest}artifact {path} sha256:{}", short(sha));
         }
     }

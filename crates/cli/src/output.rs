@@ -9,3 +9,9 @@ pub(crate) enum Output {
     /// One JSON document, for scripts, editors and CI.
     Json,
 }
+
+/// A time as the API writes it (RFC 3339, UTC, `Z`, with as many digits
+/// of the second as it has).
+pub(crate) fn time(time: &chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}

@@ -4,11 +4,10 @@
 use crate::client::{Client, ClientArgs};
 use crate::output::Output;
 use crate::plan::parse_param;
-use reqwest::Method;
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
+use weir_api as api;
 
 /// Arguments of `weir trigger`.
 #[derive(clap::Args)]
@@ -70,22 +69,20 @@ pub(crate) struct ApproveArgs {
 pub(crate) fn retry(args: &RetryArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let run = client
-            .call(
-                Method::POST,
-                &format!("/runs/{}/retry", encode(&args.run)),
-                Some(json!({ "from": args.from })),
-            )
+        let retry = api::Retry {
+            from: args.from.clone(),
+        };
+        let run: api::Run = client
+            .post(&format!("/runs/{}/retry", encode(&args.run)), Some(&retry))
             .await?;
-        let id = run["id"].as_str().unwrap_or_default().to_owned();
         if !args.wait {
             print_run(&run, args.output, false)?;
             return Ok(ExitCode::SUCCESS);
         }
         if args.output == Output::Table {
-            println!("run {id} retries {}", args.run);
+            println!("run {} retries {}", run.id, args.run);
         }
-        follow(&client, &id, args.output).await
+        follow(&client, &run.id, args.output).await
     })
 }
 
@@ -97,18 +94,16 @@ pub(crate) fn approve(args: &ApproveArgs) -> anyhow::Result<ExitCode> {
             encode(&args.run),
             encode(&args.step)
         );
-        let body = json!({ "approved": !args.reject, "comment": args.comment });
-        let run = client.call(Method::POST, &path, Some(body)).await?;
+        let approval = api::Approval {
+            approved: !args.reject,
+            comment: args.comment.clone(),
+        };
+        let run: api::Run = client.post(&path, Some(&approval)).await?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&run)?),
             Output::Table => {
-                let step = run["steps"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s["id"] == args.step.as_str());
-                let reason = step.and_then(|s| s["reason"].as_str()).unwrap_or_default();
-                println!("{} {}: {reason}", args.run, args.step);
+                let reason = run.step(&args.step).and_then(|s| s.reason.as_deref());
+                println!("{} {}: {}", args.run, args.step, reason.unwrap_or_default());
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -151,10 +146,10 @@ pub(crate) struct BackfillArgs {
     pipeline: String,
     /// The first instant of the range (RFC 3339, like 2026-03-01T00:00:00Z).
     #[arg(long)]
-    from: String,
+    from: chrono::DateTime<chrono::Utc>,
     /// The last instant of the range, included.
     #[arg(long)]
-    to: String,
+    to: chrono::DateTime<chrono::Utc>,
     #[command(flatten)]
     client: ClientArgs,
     /// How to print the runs started.
@@ -178,44 +173,34 @@ pub(crate) struct RunsArgs {
 pub(crate) fn trigger(args: &TriggerArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let params: BTreeMap<&str, &str> = args
-            .params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let run = client
-            .call(
-                Method::POST,
-                "/runs",
-                Some(json!({ "pipeline": args.pipeline, "params": params })),
-            )
-            .await?;
-        let id = run["id"].as_str().unwrap_or_default().to_owned();
+        let new = api::NewRun {
+            pipeline: args.pipeline.clone(),
+            params: args.params.iter().cloned().collect(),
+        };
+        let run: api::Run = client.post("/runs", Some(&new)).await?;
         if !args.wait {
             print_run(&run, args.output, false)?;
             return Ok(ExitCode::SUCCESS);
         }
         if args.output == Output::Table {
-            println!("run {id} of {}", args.pipeline);
+            println!("run {} of {}", run.id, args.pipeline);
         }
-        follow(&client, &id, args.output).await
+        follow(&client, &run.id, args.output).await
     })
 }
 
 /// Follows run `id`, a line per step state change, until it ends; exits
 /// with its outcome (0 succeeded, 1 failed, 130 cancelled).
 async fn follow(client: &Client, id: &str, output: Output) -> anyhow::Result<ExitCode> {
-    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    use api::StepState;
+    let mut shown: BTreeMap<String, StepState> = BTreeMap::new();
     loop {
-        let run = client
-            .call(Method::GET, &format!("/runs/{id}"), None)
-            .await?;
-        for step in run["steps"].as_array().into_iter().flatten() {
-            let name = step["id"].as_str().unwrap_or_default().to_owned();
-            let state = step["state"].as_str().unwrap_or_default().to_owned();
-            if shown.get(&name) != Some(&state) && state != "pending" {
-                let line = match step["reason"].as_str() {
-                    Some(reason) if state != "running" && state != "succeeded" => {
+        let run: api::Run = client.get(&format!("/runs/{id}")).await?;
+        for step in &run.steps {
+            if shown.get(&step.id) != Some(&step.state) && step.state != StepState::Pending {
+                let (name, state) = (&step.id, step.state);
+                let line = match &step.reason {
+                    Some(reason) if !matches!(state, StepState::Running | StepState::Succeeded) => {
                         format!("{name}: {state} ({reason})")
                     }
                     _ => format!("{name}: {state}"),
@@ -225,19 +210,12 @@ async fn follow(client: &Client, id: &str, output: Output) -> anyhow::Result<Exi
                 } else {
                     eprintln!("{line}");
                 }
-                shown.insert(name, state);
+                shown.insert(step.id.clone(), step.state);
             }
         }
-        if matches!(
-            run["state"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        ) {
+        if run.state.is_terminal() {
             print_run(&run, output, true)?;
-            return Ok(match run["state"].as_str() {
-                Some("succeeded") => ExitCode::SUCCESS,
-                Some("cancelled") => ExitCode::from(130),
-                _ => ExitCode::FAILURE,
-            });
+            return Ok(crate::local::exit_code(run.state));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -246,9 +224,7 @@ async fn follow(client: &Client, id: &str, output: Output) -> anyhow::Result<Exi
 pub(crate) fn status(args: &RunArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let run = client
-            .call(Method::GET, &format!("/runs/{}", args.run), None)
-            .await?;
+        let run: api::Run = client.get(&format!("/runs/{}", encode(&args.run))).await?;
         print_run(&run, args.output, false)?;
         Ok(ExitCode::SUCCESS)
     })
@@ -257,11 +233,10 @@ pub(crate) fn status(args: &RunArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn cancel(args: &RunArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let answer = client
-            .call(Method::POST, &format!("/runs/{}/cancel", args.run), None)
-            .await?;
+        let path = format!("/runs/{}/cancel", encode(&args.run));
+        let answer: api::Cancelling = client.post(&path, None::<&()>).await?;
         match args.output {
-            Output::Json => println!("{answer}"),
+            Output::Json => println!("{}", serde_json::to_string(&answer)?),
             Output::Table => println!("run {} is being cancelled", args.run),
         }
         Ok(ExitCode::SUCCESS)
@@ -281,22 +256,18 @@ pub(crate) struct ListArgs {
 pub(crate) fn pipelines(args: &ListArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let list = client.call(Method::GET, "/pipelines", None).await?;
+        let list: Vec<api::Pipeline> = client.get("/pipelines").await?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
             Output::Table => {
                 println!("{:<24} {:>5}  {:<12} FILE", "PIPELINE", "STEPS", "VERSION");
-                for p in list.as_array().into_iter().flatten() {
+                for p in &list {
                     println!(
                         "{:<24} {:>5}  {:<12} {}",
-                        p["name"].as_str().unwrap_or_default(),
-                        p["steps"],
-                        p["hash"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .get(..12)
-                            .unwrap_or_default(),
-                        p["file"].as_str().unwrap_or_default(),
+                        p.name,
+                        p.steps,
+                        p.hash.get(..12).unwrap_or_default(),
+                        p.file,
                     );
                 }
             }
@@ -308,9 +279,7 @@ pub(crate) fn pipelines(args: &ListArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn runs(args: &RunsArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let runs = client
-            .call(Method::GET, &format!("/runs?limit={}", args.limit), None)
-            .await?;
+        let runs: Vec<api::RunSummary> = client.get(&format!("/runs?limit={}", args.limit)).await?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
             Output::Table => {
@@ -318,14 +287,14 @@ pub(crate) fn runs(args: &RunsArgs) -> anyhow::Result<ExitCode> {
                     "{:<34} {:<20} {:<10} {:<10} CREATED",
                     "RUN", "PIPELINE", "TRIGGER", "STATE"
                 );
-                for run in runs.as_array().into_iter().flatten() {
+                for run in &runs {
                     println!(
                         "{:<34} {:<20} {:<10} {:<10} {}",
-                        run["id"].as_str().unwrap_or_default(),
-                        run["pipeline"].as_str().unwrap_or_default(),
-                        run["trigger"].as_str().unwrap_or_default(),
-                        run["state"].as_str().unwrap_or_default(),
-                        run["created_at"].as_str().unwrap_or_default(),
+                        run.id,
+                        run.pipeline,
+                        run.trigger,
+                        run.state,
+                        crate::output::time(&run.created_at),
                     );
                 }
             }
@@ -336,45 +305,37 @@ pub(crate) fn runs(args: &RunsArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints a run: JSON, or its state with one line per step (with gate
 /// evidence); `brief` prints the state line only.
-fn print_run(run: &Value, output: Output, brief: bool) -> anyhow::Result<()> {
+fn print_run(run: &api::Run, output: Output, brief: bool) -> anyhow::Result<()> {
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(run)?);
         return Ok(());
     }
-    let reason = run["reason"]
-        .as_str()
+    let reason = run
+        .reason
+        .as_ref()
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
-    println!(
-        "run {} of {} {}{reason}",
-        run["id"].as_str().unwrap_or_default(),
-        run["pipeline"].as_str().unwrap_or_default(),
-        run["state"].as_str().unwrap_or_default()
-    );
+    println!("run {} of {} {}{reason}", run.id, run.pipeline, run.state);
     if brief {
         return Ok(());
     }
-    for step in run["steps"].as_array().into_iter().flatten() {
-        let attempts = step["attempts"].as_array().map_or(0, Vec::len);
-        let reason = step["reason"]
-            .as_str()
+    for step in &run.steps {
+        let reason = step
+            .reason
+            .as_ref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
         println!(
-            "  {:<28} {:<10} attempts {attempts}{reason}",
-            step["id"].as_str().unwrap_or_default(),
-            step["state"].as_str().unwrap_or_default()
+            "  {:<28} {:<10} attempts {}{reason}",
+            step.id,
+            step.state.as_str(),
+            step.attempts.len()
         );
-        for evidence in step["evidence"].as_array().into_iter().flatten() {
-            let verdict = if evidence["holds"] == Value::Bool(true) {
-                "holds"
-            } else {
-                "fails"
-            };
+        for evidence in &step.evidence {
+            let verdict = if evidence.holds { "holds" } else { "fails" };
             println!(
                 "    {verdict}: {} — {}",
-                evidence["expression"].as_str().unwrap_or_default(),
-                evidence["explanation"].as_str().unwrap_or_default()
+                evidence.expression, evidence.explanation
             );
         }
     }
@@ -385,17 +346,12 @@ pub(crate) fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let run = client
-            .call(Method::GET, &format!("/runs/{}", args.run), None)
-            .await?;
+        let run: api::Run = client.get(&format!("/runs/{}", encode(&args.run))).await?;
         let steps: Vec<String> = match &args.step {
             Some(step) => vec![step.clone()],
-            None => run["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["attempts"].as_array().is_some_and(|a| !a.is_empty()) || args.follow)
-                .filter_map(|s| s["id"].as_str().map(str::to_owned))
+            None => (run.steps.into_iter())
+                .filter(|s| !s.attempts.is_empty() || args.follow)
+                .map(|s| s.id)
                 .collect(),
         };
         let several = steps.len() > 1;
@@ -409,19 +365,18 @@ pub(crate) fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default();
                 let path = format!(
                     "/runs/{}/steps/{}/logs?offset={offset}{attempt}",
-                    args.run,
+                    encode(&args.run),
                     encode(&step)
                 );
-                let chunk = client.call(Method::GET, &path, None).await?;
-                let data = chunk["data"].as_str().unwrap_or_default();
-                if header && (!data.is_empty() || chunk["done"] == Value::Bool(true)) {
-                    println!("== {step} (attempt {}) ==", chunk["attempt"]);
+                let chunk: api::LogChunk = client.get(&path).await?;
+                if header && (!chunk.data.is_empty() || chunk.done) {
+                    println!("== {step} (attempt {}) ==", chunk.attempt);
                     header = false;
                 }
-                print!("{data}");
+                print!("{}", chunk.data);
                 let _ = std::io::stdout().flush();
-                offset = chunk["next"].as_u64().unwrap_or(offset);
-                if !args.follow || chunk["done"] == Value::Bool(true) {
+                offset = chunk.next;
+                if !args.follow || chunk.done {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -447,9 +402,7 @@ pub(crate) fn encode(step: &str) -> String {
 pub(crate) fn events(args: &RunsArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let events = client
-            .call(Method::GET, &format!("/events?limit={}", args.limit), None)
-            .await?;
+        let events: Vec<api::Event> = client.get(&format!("/events?limit={}", args.limit)).await?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&events)?),
             Output::Table => {
@@ -457,14 +410,14 @@ pub(crate) fn events(args: &RunsArgs) -> anyhow::Result<ExitCode> {
                     "{:<6} {:<8} {:<16} {:<30} DECISION",
                     "ID", "KIND", "PIPELINE", "TIME"
                 );
-                for event in events.as_array().into_iter().flatten() {
+                for event in &events {
                     println!(
                         "{:<6} {:<8} {:<16} {:<30} {}",
-                        event["id"].to_string(),
-                        event["kind"].as_str().unwrap_or_default(),
-                        event["pipeline"].as_str().unwrap_or("-"),
-                        event["created_at"].as_str().unwrap_or_default(),
-                        event["decision"].as_str().unwrap_or_default(),
+                        event.id,
+                        event.kind,
+                        event.pipeline.as_deref().unwrap_or("-"),
+                        crate::output::time(&event.created_at),
+                        event.decision,
                     );
                 }
             }
@@ -477,27 +430,21 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
         let path = format!("/pipelines/{}/backfill", encode(&args.pipeline));
-        let answer = client
-            .call(
-                Method::POST,
-                &path,
-                Some(json!({ "from": args.from, "to": args.to })),
-            )
-            .await?;
+        let range = api::Backfill {
+            from: args.from,
+            to: args.to,
+        };
+        let answer: api::Backfilled = client.post(&path, Some(&range)).await?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
             Output::Table => {
-                for run in answer["runs"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}  run {}",
-                        run["slot"].as_str().unwrap_or_default(),
-                        run["run"].as_str().unwrap_or_default()
-                    );
+                for run in &answer.runs {
+                    println!("{}  run {}", crate::output::time(&run.slot), run.run);
                 }
                 println!(
                     "{} run(s) started, {} slot(s) already run",
-                    answer["runs"].as_array().map_or(0, Vec::len),
-                    answer["skipped"]
+                    answer.runs.len(),
+                    answer.skipped
                 );
             }
         }

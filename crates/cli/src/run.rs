@@ -5,8 +5,7 @@ use crate::local::{StoreArgs, ctrl_c, finish, progress, runtime};
 use crate::plan::parse_param;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use weir_daemon::{Daemon, Notice, StartRun, Started, TriggerError};
-use weir_engine::Cause;
+use weir_daemon::{Cause, Daemon, Notice, StartRun, Started, TriggerError};
 
 /// Arguments of `weir run`.
 #[derive(clap::Args)]

@@ -159,3 +159,78 @@ pub(crate) fn audit_change(audit: &Auditor, pipeline: &Pipeline, run: &Run, chan
         _ => {}
     }
 }
+
+/// What checking an audit chain found: how many entries it holds and the
+/// first that does not verify, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The entries checked.
+    pub entries: usize,
+    /// The first bad entry and why.
+    pub broken: Option<weir_store::Broken>,
+}
+
+impl Verified {
+    fn of(entries: &[weir_store::AuditEntry], key: &VerifyingKey) -> Verified {
+        match weir_store::verify(entries, key) {
+            Ok(count) => Verified {
+                entries: count,
+                broken: None,
+            },
+            Err(broken) => Verified {
+                entries: entries.len(),
+                broken: Some(broken),
+            },
+        }
+    }
+}
+
+impl crate::Daemon {
+    /// Checks the whole audit log against the daemon's key.
+    pub async fn verify_audit(&self) -> Result<Verified, weir_store::Error> {
+        let mut entries: Vec<weir_store::AuditEntry> = Vec::new();
+        loop {
+            let after = entries.last().map_or(0, |e| e.seq);
+            let page = self.store().audit_entries(after, 10_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            entries.extend(page);
+        }
+        Ok(Verified::of(&entries, &self.audit_key()))
+    }
+}
+
+/// Why an audit export could not be checked at all ([`verify_export`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The public key does not read.
+    #[error("--pubkey: {0}")]
+    Key(#[from] weir_store::KeyError),
+    /// A line is not an entry.
+    #[error("line {line}: not an audit entry: {error}")]
+    Line {
+        /// 1-based.
+        line: usize,
+        /// What serde said.
+        error: serde_json::Error,
+    },
+}
+
+/// Checks an export (`weir audit export`: one entry of JSON per line)
+/// against the public key in hex, with no daemon and no database.
+pub fn verify_export(text: &str, public_key: &str) -> Result<Verified, ExportError> {
+    let key = weir_store::public_key(public_key)?;
+    let mut entries = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = serde_json::from_str(line).map_err(|error| ExportError::Line {
+            line: index + 1,
+            error,
+        })?;
+        entries.push(entry);
+    }
+    Ok(Verified::of(&entries, &key))
+}

@@ -14,6 +14,31 @@ use std::sync::Arc;
 use thiserror::Error;
 use weir_engine::{Cause, Decision, LastDrift, RunState, drift_decision};
 
+/// A drift report ([`Daemon::drift`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftReport {
+    /// The pipeline whose `on.drift` rules judge it.
+    pub pipeline: String,
+    /// The metric.
+    pub metric: String,
+    /// What was measured.
+    pub measured: Measured,
+}
+
+/// What a drift report measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Measured {
+    /// The metric's value.
+    Value(f64),
+    /// Two histograms over the same bins, for weir to compute `psi` or `kl`.
+    Histograms {
+        /// Training data.
+        reference: Vec<f64>,
+        /// Serving data.
+        current: Vec<f64>,
+    },
+}
+
 /// A webhook delivery as it arrived.
 #[derive(Debug, Clone)]
 pub struct Delivery<'a> {
@@ -129,19 +154,51 @@ impl Daemon {
             .map(drop)
     }
 
-    /// Decides a drift report for `name`: a rule of `on.drift` for `metric`
-    /// whose threshold `value` passes starts a retraining run, unless a
+    /// Decides a drift report: a rule of `on.drift` for its metric whose
+    /// threshold the value passes starts a retraining run, unless a
     /// drift-triggered run is still queued or running (the report joins it)
     /// or one started within the rule's cooldown
-    /// (`weir_engine::drift_decision`). The report is stored with the
-    /// decision, which is returned.
+    /// (`weir_engine::drift_decision`). Histograms are first reduced to
+    /// their `psi` or `kl`. The report is stored with the decision; the
+    /// value judged and the decision are returned.
     pub async fn drift(
         self: &Arc<Self>,
-        name: &str,
-        metric: &str,
-        value: f64,
-        report: serde_json::Value,
-    ) -> Result<Decision, TriggerError> {
+        report: DriftReport,
+    ) -> Result<(f64, Decision), TriggerError> {
+        let DriftReport {
+            pipeline: name,
+            metric,
+            measured,
+        } = report;
+        let (name, metric) = (name.as_str(), metric.as_str());
+        let bad = |e: weir_engine::drift::Error| TriggerError::BadReport(e.to_string());
+        let (value, reference, current) = match measured {
+            Measured::Value(value) if value.is_finite() => (value, None, None),
+            Measured::Value(_) => {
+                return Err(TriggerError::BadReport(
+                    "the value must be a finite number".to_owned(),
+                ));
+            }
+            Measured::Histograms { reference, current } => {
+                let value = match metric {
+                    "psi" => weir_engine::drift::psi(&reference, &current).map_err(bad)?,
+                    "kl" => weir_engine::drift::kl(&reference, &current).map_err(bad)?,
+                    other => {
+                        return Err(TriggerError::BadReport(format!(
+                            "weir computes psi or kl from histograms, not '{other}': send a measured value instead"
+                        )));
+                    }
+                };
+                (value, Some(reference), Some(current))
+            }
+        };
+        let report = serde_json::json!({
+            "pipeline": name,
+            "metric": metric,
+            "value": value,
+            "reference": reference,
+            "current": current,
+        });
         let loaded = self.loaded(name)?;
         let at = now();
         let last = match self.store.last_run_by(name, "drift").await? {
@@ -181,6 +238,6 @@ impl Daemon {
             }
         };
         tracing::info!(pipeline = name, metric, value, decision = %decision, "drift event");
-        Ok(decision)
+        Ok((value, decision))
     }
 }

@@ -15,6 +15,7 @@ mod config;
 mod drive;
 mod intake;
 mod load;
+mod logs;
 mod register;
 mod registry;
 mod runs;
@@ -22,11 +23,17 @@ mod schedules;
 mod tasks;
 
 pub use approvals::DecideError;
+pub use audit::{ExportError, Verified, verify_export};
 pub use catalog::{Loaded, Reload, Scan, Scanned, StoredError, load_pipelines, scan, stored};
 pub use clock::now;
 pub use config::{Config, ConfigError, Docker, Executors, Options};
 pub use drive::{Change, Control, DriveError, drive, drive_with};
-pub use intake::{Delivery, DeliveryError};
+pub use intake::{Delivery, DeliveryError, DriftReport, Measured};
 pub use load::Usage;
+pub use logs::{LogError, LogPiece};
+pub use registry::{Lineage, LineageStep};
 pub use runs::{Busy, Daemon, Notice, StartRun, Started, TriggerError};
 pub use schedules::CATCHUP_CAP;
+// The engine's values the daemon hands out, so that its users name them
+// through the daemon.
+pub use weir_engine::{Cause, Run};

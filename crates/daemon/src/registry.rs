@@ -7,7 +7,35 @@
 use crate::catalog::{StoredError, stored};
 use crate::clock::now;
 use crate::runs::Daemon;
-use std::collections::BTreeMap;
+
+/// Where a model version came from ([`Daemon::lineage`]).
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    /// The version.
+    pub version: weir_store::ModelVersion,
+    /// The run that registered it.
+    pub run: weir_engine::Run,
+    /// The SHA-256 of the pipeline file that run ran.
+    pub pipeline_hash: String,
+    /// The event that started the run.
+    pub event: Option<weir_store::EventRecord>,
+    /// The commit the event named (a push's `after`, `head_commit.id`).
+    pub event_commit: Option<String>,
+    /// The steps that led to the register step, in the pipeline's order.
+    pub steps: Vec<LineageStep>,
+}
+
+/// One step of a [`Lineage`].
+#[derive(Debug, Clone)]
+pub struct LineageStep {
+    /// The step instance.
+    pub instance: weir_engine::StepRun,
+    /// Its kind: `run`, `gate`, `approval`, `register`, … (`step` when the
+    /// stored pipeline no longer reads).
+    pub kind: &'static str,
+    /// Its deciding attempt: the last that succeeded, else the last.
+    pub attempt: Option<weir_engine::Attempt>,
+}
 
 impl Daemon {
     /// Points `alias` of `model` at `version`, by `actor`; returns the
@@ -38,14 +66,10 @@ impl Daemon {
     /// commit, params, trigger, the event that started it and the commit
     /// it names), and every step that led to the register step with the
     /// image it ran and the hashes of its declared artifacts.
-    pub async fn lineage(
-        &self,
-        model: &str,
-        version: i64,
-    ) -> Result<serde_json::Value, weir_store::Error> {
+    pub async fn lineage(&self, model: &str, version: i64) -> Result<Lineage, weir_store::Error> {
         let registered = self.store.model_version(model, version).await?;
         let run = self.store.load_run(&registered.run_id).await?;
-        let hash = self.store.run_pipeline_hash(&run.id).await?;
+        let pipeline_hash = self.store.run_pipeline_hash(&run.id).await?;
         let pipeline = match stored(&self.store, &run.id).await {
             Ok((pipeline, _)) => Some(pipeline),
             Err(StoredError::Store(e)) => return Err(e),
@@ -60,32 +84,23 @@ impl Daemon {
             (Some(dag), Some(target)) => step == target || dag.is_upstream(step, target),
             _ => true,
         };
-        let steps: Vec<serde_json::Value> = run
+        let steps = run
             .steps
             .iter()
             .filter(|s| led_there(s.step))
-            .map(|s| {
-                let attempt = s
+            .map(|s| LineageStep {
+                instance: s.clone(),
+                kind: pipeline
+                    .as_ref()
+                    .and_then(|p| p.steps.get(s.step))
+                    .map_or("step", |step| step.kind.name()),
+                attempt: s
                     .attempts
                     .iter()
                     .rev()
                     .find(|a| a.state == weir_engine::AttemptState::Succeeded)
-                    .or_else(|| s.attempts.last());
-                let kind = pipeline
-                    .as_ref()
-                    .and_then(|p| p.steps.get(s.step))
-                    .map_or("step", |step| step.kind.name());
-                serde_json::json!({
-                    "id": s.id,
-                    "kind": kind,
-                    "state": s.state,
-                    "reason": s.reason,
-                    "attempt": attempt.map(|a| a.number),
-                    "image": attempt.and_then(|a| a.image.clone()),
-                    "artifacts": attempt.map(|a| a.artifacts.clone()).unwrap_or_default(),
-                    "outputs": attempt.map(|a| a.outputs.clone()).unwrap_or_default(),
-                    "metrics": attempt.map(|a| a.metrics.clone()).unwrap_or_default(),
-                })
+                    .or_else(|| s.attempts.last())
+                    .cloned(),
             })
             .collect();
         let event = self.store.run_event(&run.id).await?;
@@ -93,33 +108,15 @@ impl Daemon {
             .event
             .get("after")
             .or_else(|| run.event.pointer("/head_commit/id"))
-            .and_then(serde_json::Value::as_str);
-        let params: BTreeMap<&str, &str> = run
-            .params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        Ok(serde_json::json!({
-            "model": registered.model,
-            "version": registered.version,
-            "artifact": registered.artifact,
-            "sha256": registered.sha256,
-            "metrics": registered.metrics,
-            "registered_at": registered.created_at,
-            "run": {
-                "id": run.id,
-                "pipeline": run.pipeline,
-                "pipeline_hash": hash,
-                "source_commit": run.source_commit,
-                "trigger": run.cause.kind(),
-                "cause": run.cause,
-                "retry_of": run.retry_of(),
-                "params": params,
-                "event": event.map(|e| serde_json::json!({ "id": e.id, "kind": e.kind, "decision": e.decision, "outcome": e.outcome, "detail": e.detail })),
-                "event_commit": event_commit,
-                "created_at": run.created_at,
-            },
-            "steps": steps,
-        }))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        Ok(Lineage {
+            version: registered,
+            run,
+            pipeline_hash,
+            event,
+            event_commit,
+            steps,
+        })
     }
 }

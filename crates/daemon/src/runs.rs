@@ -55,6 +55,9 @@ pub enum TriggerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A drift report that cannot be judged.
+    #[error("{0}")]
+    BadReport(String),
     /// The daemon is shutting down and takes no more runs.
     #[error("weir is shutting down and starts no more runs")]
     ShuttingDown,

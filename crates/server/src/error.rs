@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An API error: what went wrong and what to do, with its status.
 #[derive(Debug)]
@@ -42,7 +41,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body = weir_api::Error {
+            error: weir_api::ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -78,6 +82,7 @@ impl From<weir_daemon::TriggerError> for ApiError {
                 "cannot-backfill",
                 e.to_string(),
             ),
+            T::BadReport(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad-report", e.to_string()),
             T::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting-down",
@@ -109,16 +114,4 @@ impl From<weir_daemon::DeliveryError> for ApiError {
             D::Store(e) => e.into(),
         }
     }
-}
-
-/// A run as the API answers it (and `weir run --output json` prints it):
-/// the engine's run with `trigger`, the kind of its cause, beside the
-/// cause itself.
-pub fn run_json(run: &weir_engine::Run) -> serde_json::Value {
-    let mut value = serde_json::json!(run);
-    if let Some(map) = value.as_object_mut() {
-        map.insert("trigger".to_owned(), run.cause.kind().into());
-        map.insert("retry_of".to_owned(), run.retry_of().into());
-    }
-    value
 }

@@ -12,18 +12,37 @@ use axum::body::Bytes;
 use axum::extract::State as Extract;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
+use weir_api as api;
 use weir_daemon::{Delivery, Started};
 
 /// Largest webhook body accepted.
 pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
+/// A signed webhook: starts a run of the pipeline unless its `if` or
+/// `branches` filter it out; a delivery id seen before starts nothing.
+/// Signed with the pipeline's `on.webhook` secret, not the bearer token.
+#[utoipa::path(post, path = "/api/v1/hooks/{pipeline}", operation_id = "webhook", tag = "events", security(()),
+    params(
+        ("pipeline" = String, Path, description = "The pipeline."),
+        ("X-Weir-Signature-256" = String, Header, description = "`sha256=HEX`: HMAC-SHA256 of the body with the secret (GitHub's `X-Hub-Signature-256` is read too)."),
+        ("X-Weir-Delivery" = Option<String>, Header, description = "The delivery's id, for replays (GitHub's `X-GitHub-Delivery` is read too).")),
+    request_body(content = Object, description = "The payload, any JSON, as `event` in expressions."),
+    responses(
+        (status = 202, description = "A run was started.", body = api::Delivered),
+        (status = 200, description = "This delivery was seen before: its run.", body = api::Delivered),
+        (status = 400, description = "The body is not JSON.", body = api::Error),
+        (status = 401, description = "Bad or missing signature.", body = api::Error),
+        (status = 403, description = "The pipeline takes no webhooks.", body = api::Error),
+        (status = 404, description = "No such pipeline.", body = api::Error),
+        (status = 413, description = "The body is over 1 MiB.", body = api::Error),
+        (status = 422, description = "Refused by the pipeline's filters.", body = api::Error),
+        (status = 503, description = "The secret is not set in the daemon's environment.", body = api::Error)))]
 pub(crate) async fn hook(
     Extract(state): Extract<State>,
     ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<api::Delivered>), ApiError> {
     let body = body.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -48,14 +67,16 @@ pub(crate) async fn hook(
             delivery,
         })
         .await?;
-    Ok(match started {
-        Started::Run(run) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "run": run.id, "delivery": delivery, "replay": false })),
-        ),
-        Started::Replay(run) => (
-            StatusCode::OK,
-            Json(json!({ "run": run, "delivery": delivery, "replay": true })),
-        ),
-    })
+    let (status, run, replay) = match started {
+        Started::Run(run) => (StatusCode::ACCEPTED, Some(run.id), false),
+        Started::Replay(run) => (StatusCode::OK, run, true),
+    };
+    Ok((
+        status,
+        Json(api::Delivered {
+            run,
+            delivery: delivery.map(str::to_owned),
+            replay,
+        }),
+    ))
 }

@@ -1,19 +1,18 @@
 //! The routes: health, pipelines, runs (create, list, get, cancel,
 //! retry), approvals, logs, events.
 
-use crate::error::{ApiError, run_json};
+use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Body, MaybeJson, Params};
+use crate::wire;
 use axum::extract::{Request, State as Extract};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::sync::Arc;
+use weir_api as api;
 use weir_daemon::{Daemon, StartRun, Started};
 use weir_engine::Cause;
 
@@ -64,7 +63,7 @@ pub fn router(state: State) -> Router {
             crate::hooks::BODY_LIMIT,
         ));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .merge(hooks)
         .nest("/api/v1", api)
@@ -112,88 +111,105 @@ async fn authorize(
     Ok(next.run(request).await)
 }
 
-async fn pipelines(Extract(state): Extract<State>) -> Json<Value> {
-    let list: Vec<Value> = state
-        .daemon
-        .pipelines()
-        .into_iter()
-        .map(|l| {
-            json!({
-                "name": l.pipeline.name.value,
-                "description": l.pipeline.description,
-                "steps": l.pipeline.steps.len(),
-                "file": l.path.display().to_string(),
-                "hash": l.hash,
-                "manual": l.pipeline.on.manual,
-            })
-        })
-        .collect();
-    Json(Value::Array(list))
+/// The pipelines the daemon serves.
+#[utoipa::path(get, path = "/api/v1/pipelines", operation_id = "listPipelines", tag = "pipelines",
+    responses((status = 200, description = "One entry per pipeline.", body = [api::Pipeline])))]
+async fn pipelines(Extract(state): Extract<State>) -> Json<Vec<api::Pipeline>> {
+    Json(
+        state
+            .daemon
+            .pipelines()
+            .iter()
+            .map(wire::pipeline)
+            .collect(),
+    )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewRun {
-    pipeline: String,
-    #[serde(default)]
-    params: BTreeMap<String, String>,
-}
-
-impl Body for NewRun {
+impl Body for api::NewRun {
     const EXAMPLE: &'static str = "{\"pipeline\": NAME, \"params\": {NAME: VALUE}}";
 }
 
+/// Runs a pipeline by hand, as the token's name.
+#[utoipa::path(post, path = "/api/v1/runs", operation_id = "createRun", tag = "runs",
+    request_body = api::NewRun,
+    responses(
+        (status = 201, description = "The run, queued.", body = api::Run),
+        (status = 400, description = "Not a run request.", body = api::Error),
+        (status = 403, description = "The pipeline takes no manual runs (`on.manual: false`).", body = api::Error),
+        (status = 404, description = "No such pipeline.", body = api::Error),
+        (status = 422, description = "A param is unknown or missing.", body = api::Error)))]
 async fn create_run(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
-    ApiJson(new): ApiJson<NewRun>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiJson(new): ApiJson<api::NewRun>,
+) -> Result<Response, ApiError> {
     let start = StartRun {
         params: new.params.into_iter().collect(),
         ..StartRun::new(new.pipeline, Cause::manual(actor))
     };
-    started(state.daemon.start_run(start).await?)
+    Ok(started(state.daemon.start_run(start).await?))
 }
 
-/// The answer to a started run: 201 with the run.
-fn started(started: Started) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// The answer to a started run: 201 with the run, or 200 with the run a
+/// replayed request started before.
+fn started(started: Started) -> Response {
     match started {
-        Started::Run(run) => Ok((StatusCode::CREATED, Json(run_json(&run)))),
-        Started::Replay(run) => Ok((StatusCode::OK, Json(json!({ "run": run, "replay": true })))),
+        Started::Run(run) => (StatusCode::CREATED, Json(wire::run(&run))).into_response(),
+        Started::Replay(run) => {
+            (StatusCode::OK, Json(api::Replayed { run, replay: true })).into_response()
+        }
     }
 }
 
-#[derive(Deserialize)]
-struct Listing {
-    limit: Option<i64>,
-}
-
-impl Params for Listing {
+impl Params for api::Listing {
     const EXAMPLE: &'static str = "?limit=N";
 }
 
+/// The latest runs, newest first.
+#[utoipa::path(get, path = "/api/v1/runs", operation_id = "listRuns", tag = "runs",
+    params(api::Listing),
+    responses((status = 200, description = "The runs.", body = [api::RunSummary]),
+        (status = 400, description = "A bad query value.", body = api::Error)))]
 async fn list_runs(
     Extract(state): Extract<State>,
-    ApiQuery(listing): ApiQuery<Listing>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(listing): ApiQuery<api::Listing>,
+) -> Result<Json<Vec<api::RunSummary>>, ApiError> {
     let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
     let runs = state.daemon.store().list_runs(limit).await?;
-    Ok(Json(json!(runs)))
+    let runs = (runs.into_iter())
+        .map(|run| {
+            let id = run.id.clone();
+            wire::run_summary(run)
+                .ok_or_else(|| ApiError::internal(format!("run {id}: unknown state")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Json(runs))
 }
 
+/// A run with its steps, attempts and gate evidence.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", operation_id = "getRun", tag = "runs",
+    params(("id" = String, Path, description = "The run's id.")),
+    responses((status = 200, description = "The run.", body = api::Run),
+        (status = 404, description = "No such run.", body = api::Error)))]
 async fn get_run(
     Extract(state): Extract<State>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Run>, ApiError> {
     let run = state.daemon.store().load_run(&id).await?;
-    Ok(Json(run_json(&run)))
+    Ok(Json(wire::run(&run)))
 }
 
+/// Cancels a run: its attempts are stopped, it ends `cancelled`.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", operation_id = "cancelRun", tag = "runs",
+    params(("id" = String, Path, description = "The run's id.")),
+    responses((status = 202, description = "Being cancelled.", body = api::Cancelling),
+        (status = 404, description = "No such run.", body = api::Error),
+        (status = 409, description = "The run already ended, or another node drives it.", body = api::Error)))]
 async fn cancel_run(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
     ApiPath(id): ApiPath<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<api::Cancelling>), ApiError> {
     let run = state.daemon.store().load_run(&id).await?;
     if run.state.is_terminal() {
         return Err(ApiError::new(
@@ -211,62 +227,67 @@ async fn cancel_run(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "cancelling": true })),
+        Json(api::Cancelling {
+            id,
+            cancelling: true,
+        }),
     ))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Retry {
-    from: Option<String>,
-}
-
-impl Body for Retry {
+impl Body for api::Retry {
     const EXAMPLE: &'static str = "{\"from\": STEP}";
 }
 
-/// A new run retrying run `id`, reusing the steps that succeeded before
-/// `from` (default: before the failed ones).
+/// Retries a finished run: a new run that reuses the steps that succeeded
+/// before `from` (by default, before the ones that did not succeed).
+#[utoipa::path(post, path = "/api/v1/runs/{id}/retry", operation_id = "retryRun", tag = "runs",
+    params(("id" = String, Path, description = "The finished run.")),
+    request_body(content = Option<api::Retry>, description = "Optional: the step to run again from."),
+    responses((status = 201, description = "The new run.", body = api::Run),
+        (status = 400, description = "Not a retry request.", body = api::Error),
+        (status = 404, description = "No such run.", body = api::Error),
+        (status = 409, description = "It cannot be retried (still going, no such step, succeeded with no `from`).", body = api::Error)))]
 async fn retry_run(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
     ApiPath(id): ApiPath<String>,
-    MaybeJson(retry): MaybeJson<Retry>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    MaybeJson(retry): MaybeJson<api::Retry>,
+) -> Result<Response, ApiError> {
     let retry = retry.unwrap_or_default();
     let cause = Cause::Retry {
         of: id,
         from: retry.from,
         actor,
     };
-    started(state.daemon.start_run(StartRun::new("", cause)).await?)
+    Ok(started(
+        state.daemon.start_run(StartRun::new("", cause)).await?,
+    ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Decision {
-    approved: bool,
-    comment: Option<String>,
-}
-
-impl Body for Decision {
+impl Body for api::Approval {
     const EXAMPLE: &'static str = "{\"approved\": true|false, \"comment\": TEXT}";
 }
 
-/// Decides an approval step: `{"approved": true|false, "comment": …}`,
-/// recorded with the token's name.
+/// Approves or rejects an approval step, as the token's name.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/steps/{step}/approval", operation_id = "decideApproval", tag = "runs",
+    params(("id" = String, Path, description = "The run's id."), ("step" = String, Path, description = "The approval step.")),
+    request_body = api::Approval,
+    responses((status = 200, description = "The run after the decision.", body = api::Run),
+        (status = 400, description = "Not a decision.", body = api::Error),
+        (status = 404, description = "No such run.", body = api::Error),
+        (status = 409, description = "The step is not waiting for a decision.", body = api::Error)))]
 async fn decide(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
     ApiPath((id, step)): ApiPath<(String, String)>,
-    ApiJson(decision): ApiJson<Decision>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(decision): ApiJson<api::Approval>,
+) -> Result<Json<api::Run>, ApiError> {
     match state
         .daemon
         .decide(&id, &step, decision.approved, &actor, decision.comment)
         .await
     {
-        Ok(run) => Ok(Json(run_json(&run))),
+        Ok(run) => Ok(Json(wire::run(&run))),
         Err(weir_daemon::DecideError::Store(e)) => Err(e.into()),
         Err(e) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -276,94 +297,68 @@ async fn decide(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    #[serde(default)]
-    after: i64,
-    limit: Option<i64>,
-}
-
-impl Params for AuditQuery {
+impl Params for api::AuditQuery {
     const EXAMPLE: &'static str = "?after=SEQ&limit=N";
 }
 
-/// Audit entries after `after`, in order (at most `limit`, default 1000).
+/// Audit entries after `after`, in order.
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "listAudit", tag = "audit",
+    params(api::AuditQuery),
+    responses((status = 200, description = "The entries.", body = [api::AuditEntry]),
+        (status = 400, description = "A bad query value.", body = api::Error)))]
 async fn audit(
     Extract(state): Extract<State>,
-    ApiQuery(query): ApiQuery<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(query): ApiQuery<api::AuditQuery>,
+) -> Result<Json<Vec<api::AuditEntry>>, ApiError> {
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
-    let entries = state
-        .daemon
-        .store()
+    let entries = (state.daemon.store())
         .audit_entries(query.after, limit)
         .await?;
-    Ok(Json(json!(entries)))
+    Ok(Json(entries.into_iter().map(wire::audit_entry).collect()))
 }
 
-/// The whole chain checked against the daemon's key: the count, or the
+/// Checks the whole chain against the daemon's key: the count, or the
 /// first entry that does not verify and why.
-async fn audit_verify(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
-    let store = state.daemon.store();
-    let mut entries = Vec::new();
-    loop {
-        let after = entries.last().map_or(0, |e: &weir_store::AuditEntry| e.seq);
-        let page = store.audit_entries(after, 10_000).await?;
-        if page.is_empty() {
-            break;
-        }
-        entries.extend(page);
-    }
-    let key = state.daemon.audit_key();
-    Ok(Json(match weir_store::verify(&entries, &key) {
-        Ok(count) => json!({ "verified": true, "entries": count }),
-        Err(broken) => json!({
-            "verified": false,
-            "entries": entries.len(),
-            "seq": broken.seq,
-            "reason": broken.reason,
-        }),
-    }))
+#[utoipa::path(get, path = "/api/v1/audit/verify", operation_id = "verifyAudit", tag = "audit",
+    responses((status = 200, description = "What the check found.", body = api::Verification)))]
+async fn audit_verify(Extract(state): Extract<State>) -> Result<Json<api::Verification>, ApiError> {
+    Ok(Json(wire::verification(state.daemon.verify_audit().await?)))
 }
 
-/// The public key that verifies the audit log, hex.
-async fn audit_key(Extract(state): Extract<State>) -> Json<Value> {
-    let key = hex::encode(state.daemon.audit_key().to_bytes());
-    Json(json!({ "algorithm": "ed25519", "public_key": key }))
+/// The public key that verifies the audit log.
+#[utoipa::path(get, path = "/api/v1/audit/key", operation_id = "auditKey", tag = "audit",
+    responses((status = 200, description = "The key.", body = api::AuditKey)))]
+async fn audit_key(Extract(state): Extract<State>) -> Json<api::AuditKey> {
+    Json(api::AuditKey {
+        algorithm: "ed25519".to_owned(),
+        public_key: hex::encode(state.daemon.audit_key().to_bytes()),
+    })
 }
 
-async fn models(Extract(state): Extract<State>) -> Result<Json<Value>, ApiError> {
+/// The registry's models, each with its latest version and aliases.
+#[utoipa::path(get, path = "/api/v1/models", operation_id = "listModels", tag = "models",
+    responses((status = 200, description = "The models.", body = [api::ModelSummary])))]
+async fn models(Extract(state): Extract<State>) -> Result<Json<Vec<api::ModelSummary>>, ApiError> {
     let models = state.daemon.store().models().await?;
-    let list: Vec<Value> = models
-        .into_iter()
-        .map(|m| {
-            let aliases: serde_json::Map<String, Value> =
-                m.aliases.into_iter().map(|(a, v)| (a, json!(v))).collect();
-            json!({ "model": m.model, "latest": m.latest, "versions": m.versions, "aliases": aliases })
-        })
-        .collect();
-    Ok(Json(Value::Array(list)))
+    Ok(Json(models.into_iter().map(wire::model_summary).collect()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelQuery {
-    alias: Option<String>,
-    at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-impl Params for ModelQuery {
+impl Params for api::ModelQuery {
     const EXAMPLE: &'static str = "?alias=NAME&at=RFC3339-TIME";
 }
 
 /// A model's versions and aliases; with `alias` (and `at`), the version
-/// that alias pointed at then.
+/// that alias points at (or pointed at then).
+#[utoipa::path(get, path = "/api/v1/models/{name}", operation_id = "getModel", tag = "models",
+    params(("name" = String, Path, description = "The model."), api::ModelQuery),
+    responses((status = 200, description = "The model, or with `alias` the version it names.", body = api::ModelOrVersion),
+        (status = 400, description = "A bad query value.", body = api::Error),
+        (status = 404, description = "No such model, or the alias named no version then.", body = api::Error)))]
 async fn model(
     Extract(state): Extract<State>,
     ApiPath(name): ApiPath<String>,
-    ApiQuery(query): ApiQuery<ModelQuery>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(query): ApiQuery<api::ModelQuery>,
+) -> Result<Json<api::ModelOrVersion>, ApiError> {
     let store = state.daemon.store();
     let versions = store.model_versions(&name).await?;
     if versions.is_empty() {
@@ -381,146 +376,153 @@ async fn model(
             )));
         };
         let version = store.model_version(&name, version).await?;
-        return Ok(Json(json!(version)));
+        return Ok(Json(api::ModelOrVersion::Version(wire::model_version(
+            version,
+        ))));
     }
     let summary = store.models().await?.into_iter().find(|m| m.model == name);
-    let aliases: serde_json::Map<String, Value> = summary
-        .map(|m| m.aliases.into_iter().map(|(a, v)| (a, json!(v))).collect())
-        .unwrap_or_default();
-    Ok(Json(
-        json!({ "model": name, "aliases": aliases, "versions": versions }),
-    ))
+    Ok(Json(api::ModelOrVersion::Model(api::Model {
+        model: name,
+        aliases: summary
+            .map(|m| m.aliases.into_iter().collect())
+            .unwrap_or_default(),
+        versions: versions.into_iter().map(wire::model_version).collect(),
+    })))
 }
 
+/// One version of a model.
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}", operation_id = "getModelVersion", tag = "models",
+    params(("name" = String, Path, description = "The model."), ("version" = i64, Path, description = "The version.")),
+    responses((status = 200, description = "The version.", body = api::ModelVersion),
+        (status = 400, description = "The version is not a number.", body = api::Error),
+        (status = 404, description = "No such version.", body = api::Error)))]
 async fn model_version(
     Extract(state): Extract<State>,
     ApiPath((name, version)): ApiPath<(String, i64)>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(
-        state.daemon.store().model_version(&name, version).await?
-    )))
+) -> Result<Json<api::ModelVersion>, ApiError> {
+    let version = state.daemon.store().model_version(&name, version).await?;
+    Ok(Json(wire::model_version(version)))
 }
 
+/// Where a version came from: its run, the steps that led to it with
+/// their images and artifact hashes, the event and the commit.
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/lineage", operation_id = "lineage", tag = "models",
+    params(("name" = String, Path, description = "The model."), ("version" = i64, Path, description = "The version.")),
+    responses((status = 200, description = "The lineage.", body = api::Lineage),
+        (status = 400, description = "The version is not a number.", body = api::Error),
+        (status = 404, description = "No such version.", body = api::Error)))]
 async fn lineage(
     Extract(state): Extract<State>,
     ApiPath((name, version)): ApiPath<(String, i64)>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.daemon.lineage(&name, version).await?))
+) -> Result<Json<api::Lineage>, ApiError> {
+    Ok(Json(wire::lineage(
+        state.daemon.lineage(&name, version).await?,
+    )))
 }
 
+/// Every move of every alias of a model, oldest first.
+#[utoipa::path(get, path = "/api/v1/models/{name}/history", operation_id = "modelHistory", tag = "models",
+    params(("name" = String, Path, description = "The model.")),
+    responses((status = 200, description = "The moves.", body = [api::AliasMove]),
+        (status = 404, description = "No such model.", body = api::Error)))]
 async fn model_history(
     Extract(state): Extract<State>,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<api::AliasMove>>, ApiError> {
     let store = state.daemon.store();
     if store.model_versions(&name).await?.is_empty() {
         return Err(ApiError::not_found(format!(
             "no model '{name}' in the registry"
         )));
     }
-    Ok(Json(json!(store.alias_history(&name).await?)))
+    let moves = store.alias_history(&name).await?;
+    Ok(Json(moves.into_iter().map(wire::alias_move).collect()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Promotion {
-    version: i64,
-}
-
-impl Body for Promotion {
+impl Body for api::Promotion {
     const EXAMPLE: &'static str = "{\"version\": N}";
 }
 
-/// Points an alias at a version: `{"version": N}`, kept in the alias's
-/// history with the token's name.
+/// Points an alias at a version, as the token's name; kept in the alias's
+/// history and the audit log.
+#[utoipa::path(post, path = "/api/v1/models/{name}/aliases/{alias}", operation_id = "promote", tag = "models",
+    params(("name" = String, Path, description = "The model."), ("alias" = String, Path, description = "The alias.")),
+    request_body = api::Promotion,
+    responses((status = 200, description = "The move.", body = api::Promoted),
+        (status = 400, description = "Not a promotion.", body = api::Error),
+        (status = 404, description = "No such version.", body = api::Error)))]
 async fn promote(
     Extract(state): Extract<State>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
     ApiPath((name, alias)): ApiPath<(String, String)>,
-    ApiJson(promotion): ApiJson<Promotion>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(promotion): ApiJson<api::Promotion>,
+) -> Result<Json<api::Promoted>, ApiError> {
     let before = state
         .daemon
         .promote(&name, promotion.version, &alias, &actor)
         .await?;
-    Ok(Json(json!({
-        "model": name,
-        "alias": alias,
-        "version": promotion.version,
-        "from_version": before,
-        "actor": actor,
-    })))
+    Ok(Json(api::Promoted {
+        model: name,
+        alias,
+        version: promotion.version,
+        from_version: before,
+        actor,
+    }))
 }
 
-#[derive(Deserialize)]
-struct LogQuery {
-    attempt: Option<u32>,
-    #[serde(default)]
-    offset: u64,
-}
-
-impl Params for LogQuery {
+impl Params for api::LogQuery {
     const EXAMPLE: &'static str = "?attempt=N&offset=BYTES";
 }
 
-/// A step's log from `offset` on, for `weir logs` (and `--follow`, which
-/// asks again from `next` until `done`). The latest attempt unless one is named.
+/// A step's log from `offset` on: ask again from `next` until `done`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/steps/{step}/logs", operation_id = "stepLog", tag = "runs",
+    params(("id" = String, Path, description = "The run's id."), ("step" = String, Path, description = "The step instance."), api::LogQuery),
+    responses((status = 200, description = "A piece of the log.", body = api::LogChunk),
+        (status = 400, description = "A bad query value.", body = api::Error),
+        (status = 404, description = "No such run, step or attempt.", body = api::Error)))]
 async fn step_log(
     Extract(state): Extract<State>,
     ApiPath((id, step)): ApiPath<(String, String)>,
-    ApiQuery(query): ApiQuery<LogQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let run = state.daemon.store().load_run(&id).await?;
-    let Some(index) = run.steps.iter().position(|s| s.id == step) else {
-        let names: Vec<&str> = run.steps.iter().map(|s| s.id.as_str()).collect();
-        return Err(ApiError::not_found(format!(
-            "run {id} has no step '{step}' (it has {})",
-            names.join(", ")
-        )));
+    ApiQuery(query): ApiQuery<api::LogQuery>,
+) -> Result<Json<api::LogChunk>, ApiError> {
+    let piece = match state
+        .daemon
+        .log(&id, &step, query.attempt, query.offset)
+        .await
+    {
+        Ok(piece) => piece,
+        Err(weir_daemon::LogError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(ApiError::not_found(e.to_string())),
     };
-    let instance = &run.steps[index];
-    let attempt = match query.attempt {
-        Some(n) if instance.attempts.iter().any(|a| a.number == n) => n,
-        Some(n) => {
-            return Err(ApiError::not_found(format!(
-                "step '{step}' has no attempt {n}"
-            )));
-        }
-        None => instance.attempts.last().map_or(0, |a| a.number),
-    };
-    let (data, next) = if attempt == 0 {
-        (Vec::new(), 0)
-    } else {
-        state
-            .daemon
-            .store()
-            .read_log_from(&id, index, attempt, query.offset)
-            .await?
-    };
-    let last = instance.attempts.last().map_or(0, |a| a.number);
-    let done = instance.state.is_terminal() || attempt < last;
-    Ok(Json(json!({
-        "step": step,
-        "attempt": attempt,
-        "state": instance.state,
-        "data": String::from_utf8_lossy(&data),
-        "next": next,
-        "done": done,
-    })))
+    Ok(Json(api::LogChunk {
+        step,
+        attempt: piece.attempt,
+        state: wire::step_state(piece.state),
+        data: String::from_utf8_lossy(&piece.data).into_owned(),
+        next: piece.next,
+        done: piece.done,
+    }))
 }
 
-/// Events (webhook deliveries, rejected ones included) with weir's decision, newest first.
+/// Events (webhook deliveries, rejected ones included, and drift reports)
+/// with weir's decision, newest first.
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "listEvents", tag = "events",
+    params(api::Listing),
+    responses((status = 200, description = "The events.", body = [api::Event]),
+        (status = 400, description = "A bad query value.", body = api::Error)))]
 async fn events(
     Extract(state): Extract<State>,
-    ApiQuery(listing): ApiQuery<Listing>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(listing): ApiQuery<api::Listing>,
+) -> Result<Json<Vec<api::Event>>, ApiError> {
     let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
     let events = state.daemon.store().events(limit).await?;
-    Ok(Json(json!(events)))
+    Ok(Json(events.into_iter().map(wire::event).collect()))
 }
 
-/// Prometheus text: runs and steps by state, attempts in flight, runs
-/// queued, GPUs held, events by kind and outcome. Open, like `/healthz`.
+/// Prometheus metrics: runs and steps by state, attempts running, queue
+/// depth, GPUs in use, events by kind and outcome. Open, like `/healthz`.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "daemon", security(()),
+    responses((status = 200, description = "Prometheus text exposition format.", body = String, content_type = "text/plain")))]
 async fn metrics(
     Extract(state): Extract<State>,
 ) -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), ApiError> {
@@ -577,23 +579,30 @@ async fn metrics(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Backfill {
-    from: chrono::DateTime<chrono::Utc>,
-    to: chrono::DateTime<chrono::Utc>,
+/// Liveness: answers `ok`.
+#[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "daemon", security(()),
+    responses((status = 200, description = "The daemon is up.", body = String, content_type = "text/plain")))]
+async fn health() -> &'static str {
+    "ok\n"
 }
 
-impl Body for Backfill {
+impl Body for api::Backfill {
     const EXAMPLE: &'static str = "{\"from\": RFC 3339 time, \"to\": RFC 3339 time}";
 }
 
 /// One run per schedule slot in `[from, to]`, each slot at most once ever.
+#[utoipa::path(post, path = "/api/v1/pipelines/{name}/backfill", operation_id = "backfill", tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline.")),
+    request_body = api::Backfill,
+    responses((status = 201, description = "The runs started, and the slots run before.", body = api::Backfilled),
+        (status = 400, description = "Not a range, or `to` before `from`.", body = api::Error),
+        (status = 404, description = "No such pipeline.", body = api::Error),
+        (status = 422, description = "The pipeline has no schedule.", body = api::Error)))]
 async fn backfill(
     Extract(state): Extract<State>,
     ApiPath(name): ApiPath<String>,
-    ApiJson(range): ApiJson<Backfill>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiJson(range): ApiJson<api::Backfill>,
+) -> Result<(StatusCode, Json<api::Backfilled>), ApiError> {
     if range.to < range.from {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -602,77 +611,58 @@ async fn backfill(
         ));
     }
     let (started, skipped) = state.daemon.backfill(&name, range.from, range.to).await?;
-    let runs: Vec<Value> = started
-        .iter()
-        .map(|(slot, run)| json!({ "slot": slot, "run": run }))
+    let runs = (started.into_iter())
+        .map(|(slot, run)| api::BackfilledRun { slot, run })
         .collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "runs": runs, "skipped": skipped })),
-    ))
+    Ok((StatusCode::CREATED, Json(api::Backfilled { runs, skipped })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Drift {
-    pipeline: String,
-    metric: String,
-    value: Option<f64>,
-    reference: Option<Vec<f64>>,
-    current: Option<Vec<f64>>,
-}
-
-impl Body for Drift {
+impl Body for api::DriftReport {
     const EXAMPLE: &'static str = "{\"pipeline\", \"metric\", \"value\"} or {\"pipeline\", \"metric\": \"psi\"|\"kl\", \"reference\": [..], \"current\": [..]}";
 }
 
 /// A drift report: a measured `value`, or two histograms over the same
 /// bins for which weir computes `psi` or `kl`. Answers weir's decision.
+#[utoipa::path(post, path = "/api/v1/events/drift", operation_id = "reportDrift", tag = "events",
+    request_body = api::DriftReport,
+    responses((status = 200, description = "The value judged and the decision.", body = api::DriftAnswer),
+        (status = 400, description = "Neither a value nor two histograms, or histograms that do not compare.", body = api::Error),
+        (status = 404, description = "No such pipeline.", body = api::Error),
+        (status = 422, description = "Refused (the run it would start cannot be).", body = api::Error)))]
 async fn drift(
     Extract(state): Extract<State>,
-    ApiJson(report): ApiJson<Drift>,
-) -> Result<Json<Value>, ApiError> {
-    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-report", message);
-    let value = match (&report.value, &report.reference, &report.current) {
-        (Some(value), None, None) if value.is_finite() => *value,
-        (None, Some(reference), Some(current)) => match report.metric.as_str() {
-            "psi" => weir_engine::drift::psi(reference, current).map_err(|e| bad(e.to_string()))?,
-            "kl" => weir_engine::drift::kl(reference, current).map_err(|e| bad(e.to_string()))?,
-            other => {
-                return Err(bad(format!(
-                    "weir computes psi or kl from histograms, not '{other}': send a measured value instead"
-                )));
-            }
-        },
+    ApiJson(report): ApiJson<api::DriftReport>,
+) -> Result<Json<api::DriftAnswer>, ApiError> {
+    use weir_daemon::{Measured, TriggerError};
+    let measured = match (report.value, report.reference, report.current) {
+        (Some(value), None, None) => Measured::Value(value),
+        (None, Some(reference), Some(current)) => Measured::Histograms { reference, current },
         _ => {
-            return Err(bad(
-                "give either a finite 'value', or both 'reference' and 'current'".to_owned(),
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-report",
+                "give either a finite 'value', or both 'reference' and 'current'",
             ));
         }
     };
-    let payload = json!({
-        "pipeline": report.pipeline,
-        "metric": report.metric,
-        "value": value,
-        "reference": report.reference,
-        "current": report.current,
-    });
-    let decision = state
-        .daemon
-        .drift(&report.pipeline, &report.metric, value, payload)
-        .await
-        .map_err(|e| match e {
-            e @ (weir_daemon::TriggerError::UnknownPipeline(..)
-            | weir_daemon::TriggerError::Store(_)) => ApiError::from(e),
-            e => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string()),
-        })?;
-    Ok(Json(json!({
-        "metric": report.metric,
-        "value": value,
-        "decision": decision.to_string(),
-        "outcome": decision.kind(),
-        "detail": decision,
-    })))
+    let report = weir_daemon::DriftReport {
+        pipeline: report.pipeline,
+        metric: report.metric,
+        measured,
+    };
+    let metric = report.metric.clone();
+    let (value, decision) = state.daemon.drift(report).await.map_err(|e| match e {
+        TriggerError::BadReport(why) => ApiError::new(StatusCode::BAD_REQUEST, "bad-report", why),
+        e @ (TriggerError::UnknownPipeline(..) | TriggerError::Store(_)) => ApiError::from(e),
+        e => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string()),
+    })?;
+    Ok(Json(api::DriftAnswer {
+        metric,
+        value,
+        decision: decision.to_string(),
+        outcome: decision.kind().to_owned(),
+        detail: wire::decision(&decision),
+    }))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes

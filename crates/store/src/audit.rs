@@ -204,12 +204,23 @@ pub fn signing_key(dir: &std::path::Path) -> std::io::Result<SigningKey> {
 }
 
 /// Reads a public key given as 64 hex digits.
-pub fn public_key(hex_text: &str) -> Result<VerifyingKey, String> {
+pub fn public_key(hex_text: &str) -> Result<VerifyingKey, KeyError> {
     let bytes: [u8; 32] = hex::decode(hex_text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or("a public key is 64 hex digits")?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))
+        .ok_or(KeyError::NotHex)?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| KeyError::NotEd25519(e.to_string()))
+}
+
+/// Why a text is not a public key ([`public_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Not 32 bytes of hex.
+    #[error("a public key is 64 hex digits")]
+    NotHex,
+    /// 32 bytes, but no point of the curve.
+    #[error("not an ed25519 public key: {0}")]
+    NotEd25519(String),
 }
 
 /// Appends `$entries` inside write transaction `$tx`, after the last entry

@@ -22,7 +22,8 @@ mod schedules;
 mod upgrade;
 
 pub use audit::{
-    AuditEntry, Broken, GENESIS, NewEntry, entry_hash, public_key, secret_file, signing_key, verify,
+    AuditEntry, Broken, GENESIS, KeyError, NewEntry, entry_hash, public_key, secret_file,
+    signing_key, verify,
 };
 pub use db::Db;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

@@ -158,26 +158,26 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("weir-engine", &["weir-model", "weir-expr"]),
     ("weir-store", &["weir-engine"]),
     ("weir-executor", &[]),
+    ("weir-api", &[]),
     (
         "weir-daemon",
         &["weir-engine", "weir-store", "weir-executor", "weir-model"],
     ),
     (
         "weir-server",
-        &["weir-daemon", "weir-engine", "weir-store", "weir-model"],
+        &[
+            "weir-daemon",
+            "weir-api",
+            "weir-engine",
+            "weir-store",
+            "weir-model",
+        ],
     ),
     (
         "weir-cli",
-        &[
-            "weir-daemon",
-            "weir-server",
-            "weir-model",
-            "weir-engine",
-            "weir-store",
-        ],
+        &["weir-daemon", "weir-server", "weir-api", "weir-model"],
     ),
 ];
-
 #[test]
 fn crates_depend_only_on_the_layers_below_them() {
     let out = Command::new(env!("CARGO"))

@@ -110,13 +110,12 @@ async fn every_trigger_commits_its_audit_entry_with_its_run() {
         .await;
     assert!(bad.is_err(), "a bad signature starts nothing");
 
-    let decision = d
-        .drift(
-            "every",
-            "psi",
-            0.5,
-            serde_json::json!({"metric": "psi", "value": 0.5}),
-        )
+    let (_, decision) = d
+        .drift(weir_daemon::DriftReport {
+            pipeline: "every".to_owned(),
+            metric: "psi".to_owned(),
+            measured: weir_daemon::Measured::Value(0.5),
+        })
         .await
         .expect("drift");
     let Decision::Triggered { run: drift } = decision else {

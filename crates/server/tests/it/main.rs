@@ -1,7 +1,8 @@
 //! The API through `router(state).oneshot(request)`: no port, no process,
 //! a real daemon on a temp folder behind it. Here: that every refusal of
 //! every route, whatever is wrong with the request, answers in the one
-//! documented error shape.
+//! documented error shape; in `answers`, that every answer is the shape
+//! the OpenAPI document gives for its route and status.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -22,11 +23,20 @@ steps:
   a: { run: 'true' }
 ";
 
+mod answers;
+
 async fn router() -> (axum::Router, tempfile::TempDir) {
+    router_with(&[("p.yaml", PIPELINE)]).await
+}
+
+/// The router of a daemon serving these pipeline files, with its folder.
+async fn router_with(files: &[(&str, &str)]) -> (axum::Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipelines = dir.path().join("pipelines");
     std::fs::create_dir_all(&pipelines).expect("folder");
-    std::fs::write(pipelines.join("p.yaml"), PIPELINE).expect("pipeline");
+    for (name, text) in files {
+        std::fs::write(pipelines.join(name), text).expect("pipeline");
+    }
     let data = dir.path().join("data");
     let store = weir_store::Store::connect(&format!("sqlite://{}/weir.db", data.display()))
         .await
@@ -53,7 +63,7 @@ async fn router() -> (axum::Router, tempfile::TempDir) {
 
 /// Every `(method, path)` the OpenAPI document lists under `/api/v1`.
 fn routes() -> Vec<(Method, String)> {
-    let doc: Value = serde_json::from_str(include_str!("../../openapi.json")).expect("JSON");
+    let doc: Value = serde_json::from_str(weir_server::openapi_document()).expect("JSON");
     let mut routes = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         if !path.starts_with("/api/v1") {
