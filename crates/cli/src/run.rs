@@ -22,7 +22,9 @@ pub(crate) struct Args {
     store: StoreArgs,
 }
 
-fn parse_duration(text: &str) -> Result<weir_model::units::Duration, String> {
+fn parse_duration(
+    text: &str,
+) -> Result<weir_model::units::Duration, weir_model::units::DurationError> {
     weir_model::units::Duration::parse(text)
 }
 

@@ -8,14 +8,41 @@ use crate::drive::Control;
 use crate::runs::Daemon;
 use thiserror::Error;
 use tokio::sync::oneshot;
-use weir_engine::Run;
+use weir_engine::{Run, RunState, StepState};
 
 /// Why an approval could not be decided.
 #[derive(Debug, Error)]
 pub enum DecideError {
-    /// The run or step is not in a state to be decided; says why.
-    #[error("{0}")]
-    Refused(String),
+    /// The run is not running (queued, or over).
+    #[error("run {run} is {state}: only a running run's approvals can be decided")]
+    NotRunning {
+        /// The run.
+        run: String,
+        /// Where it is.
+        state: RunState,
+    },
+    /// The run ended while the decision was on its way.
+    #[error("run {run} ended before the decision was taken")]
+    Ended {
+        /// The run.
+        run: String,
+    },
+    /// The run has no such step instance.
+    #[error("run {run} has no step '{step}'")]
+    NoStep {
+        /// The run.
+        run: String,
+        /// The step asked for.
+        step: String,
+    },
+    /// The step is not an approval waiting for its decision.
+    #[error("step '{step}' is not waiting for approval (it is {state})")]
+    NotWaiting {
+        /// The step.
+        step: String,
+        /// Where it is.
+        state: StepState,
+    },
     /// The store failed (an unknown run is [`weir_store::Error::NoSuchRun`]).
     #[error(transparent)]
     Store(#[from] weir_store::Error),
@@ -35,10 +62,10 @@ impl Daemon {
     ) -> Result<Run, DecideError> {
         let Some(control) = self.control(id) else {
             let run = self.store.load_run(id).await?;
-            return Err(DecideError::Refused(format!(
-                "run {id} is {}: only a running run's approvals can be decided",
-                run.state
-            )));
+            return Err(DecideError::NotRunning {
+                run: id.to_owned(),
+                state: run.state,
+            });
         };
         let (reply, answer) = oneshot::channel();
         let asked = Control::Decide {
@@ -48,12 +75,9 @@ impl Daemon {
             comment,
             reply,
         };
-        let gone = || DecideError::Refused(format!("run {id} ended before the decision was taken"));
+        let gone = || DecideError::Ended { run: id.to_owned() };
         control.send(asked).await.map_err(|_| gone())?;
-        answer
-            .await
-            .map_err(|_| gone())?
-            .map_err(DecideError::Refused)?;
+        answer.await.map_err(|_| gone())??;
         tracing::info!(run = id, step, approved, by, "approval decided");
         let run = self.store.load_run(id).await?;
         let decision = run

@@ -261,20 +261,35 @@ async fn hash_artifacts(mut outcome: Outcome, work: PathBuf, declared: Vec<Strin
             .into_iter()
             .map(|path| match sha256_file(&work.join(&path)) {
                 Ok(sha) => Ok((path, sha)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-                    "declared artifact '{path}' was not written to $WEIR_WORK/{path}"
-                )),
-                Err(e) => Err(format!("cannot hash artifact '{path}': {e}")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(ArtifactError::Missing(path))
+                }
+                Err(source) => Err(ArtifactError::Unreadable { path, source }),
             })
-            .collect::<Result<BTreeMap<_, _>, String>>()
+            .collect::<Result<BTreeMap<_, _>, ArtifactError>>()
     })
     .await
-    .unwrap_or_else(|e| Err(format!("cannot hash artifacts: {e}")));
+    .unwrap_or_else(|e| Err(ArtifactError::Task(e)));
     match hashed {
         Ok(artifacts) => outcome.artifacts = artifacts,
-        Err(error) => outcome.error = Some(error),
+        Err(error) => outcome.error = Some(error.to_string()),
     }
     outcome
+}
+
+/// Why a step's declared artifacts could not be hashed: the step fails
+/// with it.
+#[derive(Debug, thiserror::Error)]
+enum ArtifactError {
+    #[error("declared artifact '{0}' was not written to $WEIR_WORK/{0}")]
+    Missing(String),
+    #[error("cannot hash artifact '{path}': {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot hash artifacts: {0}")]
+    Task(tokio::task::JoinError),
 }
 
 /// The GPUs granted to an attempt.

@@ -55,7 +55,7 @@ pub enum Control {
         /// Their comment.
         comment: Option<String>,
         /// Where the answer goes.
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), crate::DecideError>>,
     },
 }
 
@@ -122,7 +122,7 @@ pub async fn drive_with(
     // Seen before each decision, so a slot freed after it wakes this run.
     let mut freed = options.usage.freed.subscribe();
     let mut listening = true;
-    let mut replies: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+    let mut replies: Vec<oneshot::Sender<Result<(), crate::DecideError>>> = Vec::new();
     // An error leaves attempts behind that this loop no longer follows:
     // their share of the daemon-wide load is given back with it.
     let result: Result<Run, DriveError> = async {
@@ -209,10 +209,10 @@ pub async fn drive_with(
                             }
                             Some(index) => {
                                 let state = run.steps[index].state;
-                                let _ = reply.send(Err(format!("step '{step}' is not waiting for approval (it is {state})")));
+                                let _ = reply.send(Err(crate::DecideError::NotWaiting { step, state }));
                             }
                             None => {
-                                let _ = reply.send(Err(format!("run {} has no step '{step}'", run.id)));
+                                let _ = reply.send(Err(crate::DecideError::NoStep { run: run.id.clone(), step }));
                             }
                         }
                     }

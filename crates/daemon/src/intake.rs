@@ -206,7 +206,7 @@ impl Daemon {
                 state: run
                     .state
                     .parse::<RunState>()
-                    .map_err(|e| TriggerError::Store(weir_store::Error::Corrupt(e)))?,
+                    .map_err(|e| TriggerError::Store(weir_store::Error::Corrupt(e.to_string())))?,
                 id: run.id,
                 created_at: run.created_at,
             }),

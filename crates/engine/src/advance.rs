@@ -607,14 +607,15 @@ fn decide_pending(
             run.steps[index].attempts.is_empty() && run.steps[index].started_at.is_none();
         if first_decision && let Some(condition) = &step.condition {
             let ctx = context::for_instance(run, pipeline, index);
-            match context::condition(&ctx, &condition.value) {
+            match ctx.eval_bool(&condition.value) {
                 Ok(true) => {}
                 Ok(false) => {
                     let reason = format!("if is false: {}", ctx.explain(&condition.value));
                     finish(&mut run.steps[index], StepState::Skipped, Some(reason), now);
                     continue;
                 }
-                Err(reason) => {
+                Err(e) => {
+                    let reason = format!("if: {e}");
                     finish(&mut run.steps[index], StepState::Failed, Some(reason), now);
                     continue;
                 }

@@ -3,7 +3,7 @@
 
 use crate::run::{Run, StepRun};
 use serde_json::{Map, Value as Json, json};
-use weir_expr::{Context, Expr};
+use weir_expr::Context;
 use weir_model::Pipeline;
 
 /// The context for expressions of the instance `index` of `run`.
@@ -47,9 +47,4 @@ fn results(instance: &StepRun) -> Json {
         "outputs": last.map(|a| Json::Object(a.outputs.clone())).unwrap_or_else(|| json!({})),
         "matrix": Json::Object(instance.matrix.clone()),
     })
-}
-
-/// Evaluates a condition; an error names the expression and what was missing.
-pub(crate) fn condition(context: &Context, expr: &Expr) -> Result<bool, String> {
-    context.eval_bool(expr).map_err(|e| format!("if: {e}"))
 }

@@ -23,7 +23,7 @@ pub use prepare::{PrepareError, Prepared, Program, prepare};
 pub use retry::{RetryError, retry_run};
 pub use run::{
     Attempt, AttemptState, Evidence, ParamsError, Read, Run, RunState, StepRun, StepState,
-    Stopping, Time, new_run,
+    Stopping, Time, UnknownState, new_run,
 };
 
 /// How many times an attempt lost to a crash of weir is started again

@@ -37,15 +37,29 @@ macro_rules! states {
         }
 
         impl FromStr for $name {
-            type Err = String;
-            fn from_str(text: &str) -> Result<Self, String> {
+            type Err = UnknownState;
+            fn from_str(text: &str) -> Result<Self, UnknownState> {
                 match text {
                     $($text => Ok($name::$variant),)*
-                    other => Err(format!("unknown {} '{other}'", stringify!($name))),
+                    other => Err(UnknownState {
+                        kind: stringify!($name),
+                        text: other.to_owned(),
+                    }),
                 }
             }
         }
     };
+}
+
+/// A state name weir does not write (a database edited by hand, or by a
+/// newer weir).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} '{text}'")]
+pub struct UnknownState {
+    /// `RunState`, `StepState`, …
+    pub kind: &'static str,
+    /// The name read.
+    pub text: String,
 }
 
 states! {

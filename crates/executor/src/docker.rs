@@ -95,7 +95,7 @@ impl DockerExecutor {
         }
         let image_id = match self.ensure_image(&image, attempt.pull, &logs).await {
             Ok(id) => id,
-            Err(error) => return Exit::failed(error),
+            Err(error) => return Exit::failed(error.to_string()),
         };
         let name = container_name(&attempt.key.run, &attempt.step, attempt.key.attempt);
         if let Err(e) = self.create(&name, &image, attempt).await {
@@ -124,7 +124,7 @@ impl DockerExecutor {
         image: &str,
         pull: Pull,
         logs: &mpsc::Sender<Vec<u8>>,
-    ) -> Result<String, String> {
+    ) -> Result<String, ImageError> {
         let present = self
             .docker
             .inspect_image(image)
@@ -135,9 +135,9 @@ impl DockerExecutor {
             (Pull::IfNotPresent, Some(id)) => return Ok(id),
             (Pull::Never, Some(id)) => return Ok(id),
             (Pull::Never, None) => {
-                return Err(format!(
-                    "image '{image}' is not on this host and the step says pull: never"
-                ));
+                return Err(ImageError::Absent {
+                    image: image.to_owned(),
+                });
             }
             _ => {}
         }
@@ -161,7 +161,12 @@ impl DockerExecutor {
                         let _ = logs.send(line.into_bytes()).await;
                     }
                 }
-                Err(e) => return Err(format!("cannot pull image '{image}': {e}")),
+                Err(source) => {
+                    return Err(ImageError::Pull {
+                        image: image.to_owned(),
+                        source,
+                    });
+                }
             }
         }
         self.docker
@@ -169,7 +174,9 @@ impl DockerExecutor {
             .await
             .ok()
             .and_then(|i| i.id)
-            .ok_or_else(|| format!("image '{image}' is still missing after pulling it"))
+            .ok_or_else(|| ImageError::StillMissing {
+                image: image.to_owned(),
+            })
     }
 
     async fn create(&self, name: &str, image: &str, attempt: &Launch) -> Result<(), DockerError> {
@@ -471,6 +478,20 @@ fn format_size(bytes: u64) -> String {
         }
     }
     bytes.to_string()
+}
+
+/// Why a step's image is not there to run.
+#[derive(Debug, thiserror::Error)]
+enum ImageError {
+    #[error("image '{image}' is not on this host and the step says pull: never")]
+    Absent { image: String },
+    #[error("cannot pull image '{image}': {source}")]
+    Pull {
+        image: String,
+        source: bollard::errors::Error,
+    },
+    #[error("image '{image}' is still missing after pulling it")]
+    StillMissing { image: String },
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub use diag::{Code, Diagnostic, Pos, Severity, did_you_mean};
 pub use pipeline::Pipeline;
 pub use plan::{Plan, plan};
 
-pub use schedule::parse_cron;
+pub use schedule::{CronError, TimezoneError, parse_cron};
 pub use schema::schema;
 
 /// The outcome of validating one file.

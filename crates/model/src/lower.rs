@@ -656,8 +656,8 @@ impl Lowerer<'_> {
                 let text = self.string(n, "timezone")?;
                 match schedule::timezone(&text.value) {
                     Ok(tz) => Some(tz),
-                    Err(message) => {
-                        self.error(n.pos, Code::UnknownTimezone, message);
+                    Err(e) => {
+                        self.error(n.pos, Code::UnknownTimezone, e.to_string());
                         None
                     }
                 }
@@ -671,8 +671,8 @@ impl Lowerer<'_> {
             let text = self.string(n, "cron")?;
             match schedule::check_cron(&text.value) {
                 Ok(parsed) => Some((text, parsed)),
-                Err(message) => {
-                    self.error(n.pos, Code::InvalidCron, message);
+                Err(e) => {
+                    self.error(n.pos, Code::InvalidCron, e.to_string());
                     None
                 }
             }

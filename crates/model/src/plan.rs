@@ -8,7 +8,7 @@ use crate::pipeline::*;
 use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 use std::fmt;
-use weir_expr::{Context, Expr, Template};
+use weir_expr::{Context, EvalError, Expr, Template};
 
 /// The dry run of one pipeline with given params.
 #[derive(Debug, Clone, Serialize)]
@@ -196,10 +196,8 @@ fn static_expr(expr: &Expr) -> bool {
     })
 }
 
-fn render(template: &Template, context: &Context) -> Result<String, String> {
-    template
-        .render_where(context, static_expr)
-        .map_err(|e| e.to_string())
+fn render(template: &Template, context: &Context) -> Result<String, EvalError> {
+    template.render_where(context, static_expr)
 }
 
 fn plan_instance(
@@ -207,11 +205,11 @@ fn plan_instance(
     step: &Step,
     matrix: &Map<String, Json>,
     context: &Context,
-) -> Result<PlannedStep, String> {
+) -> Result<PlannedStep, EvalError> {
     let condition = match &step.condition {
         Some(expr) => {
             let value = if static_expr(&expr.value) {
-                Some(context.eval_bool(&expr.value).map_err(|e| e.to_string())?)
+                Some(context.eval_bool(&expr.value)?)
             } else {
                 None
             };
@@ -236,7 +234,7 @@ fn plan_instance(
                     action.insert("run".into(), Json::String(render(&line.value, context)?));
                 }
                 Invocation::Command(argv) => {
-                    let argv: Result<Vec<Json>, String> = argv
+                    let argv: Result<Vec<Json>, EvalError> = argv
                         .iter()
                         .map(|a| render(&a.value, context).map(Json::String))
                         .collect();

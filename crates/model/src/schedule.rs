@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 /// Parses a cron expression as weir reads it: 5 fields, or 6 with seconds
 /// first; no year field.
-pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
+pub fn parse_cron(text: &str) -> Result<croner::Cron, CronError> {
     let parser = CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
@@ -32,12 +32,44 @@ pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
             };
             format!("{reason} (fields: minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-7)")
         };
-        format!("invalid cron '{text}': {reason}")
+        CronError::Invalid {
+            text: text.to_owned(),
+            reason,
+        }
     })
 }
 
+/// Why a cron expression is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    /// It does not parse.
+    #[error("invalid cron '{text}': {reason}")]
+    Invalid {
+        /// The expression.
+        text: String,
+        /// What is wrong, with the fields' ranges.
+        reason: String,
+    },
+    /// It parses but matches no date (`0 0 31 2 *`).
+    #[error("cron '{text}' never fires: no date matches it (check day and month)")]
+    NeverFires {
+        /// The expression.
+        text: String,
+    },
+}
+
+/// An unknown time zone name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown time zone '{text}': use an IANA name like Europe/Berlin or UTC{hint}")]
+pub struct TimezoneError {
+    /// The name given.
+    pub text: String,
+    /// ` (did you mean …?)`, or nothing.
+    hint: String,
+}
+
 /// Checks that `text` parses and fires at least once; returns it parsed.
-pub(crate) fn check_cron(text: &str) -> Result<croner::Cron, String> {
+pub(crate) fn check_cron(text: &str) -> Result<croner::Cron, CronError> {
     let cron = parse_cron(text)?;
     // Any real schedule fires within a few years of any instant; croner
     // gives up on patterns like "0 0 31 2 *" that match no date.
@@ -46,18 +78,17 @@ pub(crate) fn check_cron(text: &str) -> Result<croner::Cron, String> {
     if fires {
         Ok(cron)
     } else {
-        Err(format!(
-            "cron '{text}' never fires: no date matches it (check day and month)"
-        ))
+        Err(CronError::NeverFires {
+            text: text.to_owned(),
+        })
     }
 }
 
 /// Looks up an IANA time zone, suggesting the nearest name on a typo.
-pub(crate) fn timezone(text: &str) -> Result<Tz, String> {
-    Tz::from_str(text).map_err(|_| {
-        let hint =
-            crate::diag::did_you_mean(text, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()));
-        format!("unknown time zone '{text}': use an IANA name like Europe/Berlin or UTC{hint}")
+pub(crate) fn timezone(text: &str) -> Result<Tz, TimezoneError> {
+    Tz::from_str(text).map_err(|_| TimezoneError {
+        text: text.to_owned(),
+        hint: crate::diag::did_you_mean(text, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())),
     })
 }
 
@@ -70,9 +101,10 @@ mod tests {
         assert!(check_cron("0 3 * * *").is_ok());
         assert!(check_cron("*/15 * * * *").is_ok());
         assert!(check_cron("30 0 3 * * *").is_ok());
-        assert!(check_cron("0 0 31 2 *").is_err_and(|e| e.contains("never fires")));
+        assert!(check_cron("0 0 31 2 *").is_err_and(|e| e.to_string().contains("never fires")));
         assert!(
-            check_cron("61 * * * *").is_err_and(|e| e.starts_with("invalid cron '61 * * * *'"))
+            check_cron("61 * * * *")
+                .is_err_and(|e| e.to_string().starts_with("invalid cron '61 * * * *'"))
         );
         assert!(check_cron("* * *").is_err());
         assert!(check_cron("0 0 1 1 * 2030").is_err());
@@ -82,6 +114,9 @@ mod tests {
     fn timezones() {
         assert_eq!(timezone("Europe/Berlin"), Ok(Tz::Europe__Berlin));
         let err = timezone("Europe/Berln").expect_err("typo");
-        assert!(err.ends_with("(did you mean 'Europe/Berlin'?)"), "{err}");
+        assert!(
+            err.to_string().ends_with("(did you mean 'Europe/Berlin'?)"),
+            "{err}"
+        );
     }
 }

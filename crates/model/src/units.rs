@@ -20,11 +20,10 @@ impl Duration {
     }
 
     /// Parses `text`; the error says what was expected.
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let expected = "expected a number and a unit (ms, s, m, h or d) like 30s, 5m or 1h30m";
+    pub fn parse(text: &str) -> Result<Duration, DurationError> {
         let text = text.trim();
         if text.is_empty() {
-            return Err(expected.to_owned());
+            return Err(DurationError::Malformed);
         }
         let mut total = std::time::Duration::ZERO;
         let mut rest = text;
@@ -33,9 +32,9 @@ impl Duration {
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
                 .unwrap_or(rest.len());
             if n_digits == 0 {
-                return Err(expected.to_owned());
+                return Err(DurationError::Malformed);
             }
-            let number: f64 = rest[..n_digits].parse().map_err(|_| expected.to_owned())?;
+            let number: f64 = (rest[..n_digits].parse()).map_err(|_| DurationError::Malformed)?;
             rest = &rest[n_digits..];
             let n_unit = rest
                 .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -46,19 +45,32 @@ impl Duration {
                 "m" => 60.0,
                 "h" => 3600.0,
                 "d" => 86400.0,
-                "" => {
-                    return Err(format!("missing unit after {number} (ms, s, m, h or d)"));
-                }
-                unit => {
-                    return Err(format!("unknown unit '{unit}' (ms, s, m, h or d)"));
-                }
+                "" => return Err(DurationError::MissingUnit(number)),
+                unit => return Err(DurationError::UnknownUnit(unit.to_owned())),
             };
             rest = &rest[n_unit..];
             total += std::time::Duration::try_from_secs_f64(number * unit_secs)
-                .map_err(|_| "too long".to_owned())?;
+                .map_err(|_| DurationError::TooLong)?;
         }
         Ok(Duration(total))
     }
+}
+
+/// Why a duration does not read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    /// Not number-unit pairs.
+    #[error("expected a number and a unit (ms, s, m, h or d) like 30s, 5m or 1h30m")]
+    Malformed,
+    /// A number with no unit after it.
+    #[error("missing unit after {0} (ms, s, m, h or d)")]
+    MissingUnit(f64),
+    /// A unit weir does not know.
+    #[error("unknown unit '{0}' (ms, s, m, h or d)")]
+    UnknownUnit(String),
+    /// Past what a duration holds.
+    #[error("too long")]
+    TooLong,
 }
 
 /// Formats in the largest units that divide it: `90s` is `1m30s`.
@@ -103,14 +115,13 @@ impl Size {
     }
 
     /// Parses `text`; the error says what was expected.
-    pub fn parse(text: &str) -> Result<Size, String> {
-        let expected = "expected a number with an optional unit Ki, Mi, Gi, Ti, K, M, G or T, like 512Mi or 16Gi";
+    pub fn parse(text: &str) -> Result<Size, SizeError> {
         let text = text.trim();
         let split = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: f64 = number.parse().map_err(|_| expected.to_owned())?;
+        let number: f64 = number.parse().map_err(|_| SizeError::Malformed)?;
         let factor: u64 = match unit {
             "" => 1,
             "K" | "k" => 1000,
@@ -121,14 +132,27 @@ impl Size {
             "Mi" => 1 << 20,
             "Gi" => 1 << 30,
             "Ti" => 1 << 40,
-            _ => return Err(expected.to_owned()),
+            _ => return Err(SizeError::Malformed),
         };
         let bytes = number * factor as f64;
         if bytes < 1.0 || bytes > u64::MAX as f64 {
-            return Err("must be at least 1 byte".to_owned());
+            return Err(SizeError::Range);
         }
         Ok(Size(bytes as u64))
     }
+}
+
+/// Why a size does not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// Not a number with a known unit.
+    #[error(
+        "expected a number with an optional unit Ki, Mi, Gi, Ti, K, M, G or T, like 512Mi or 16Gi"
+    )]
+    Malformed,
+    /// Under one byte, or past what 64 bits count.
+    #[error("must be at least 1 byte")]
+    Range,
 }
 
 /// Formats in the largest binary unit that divides it: `16Gi`, `1500`.
@@ -166,8 +190,8 @@ mod tests {
             Duration::parse("500ms").map(|d| d.to_string()),
             Ok("500ms".into())
         );
-        assert!(Duration::parse("10").is_err_and(|e| e.contains("missing unit")));
-        assert!(Duration::parse("10x").is_err_and(|e| e.contains("unknown unit 'x'")));
+        assert!(Duration::parse("10").is_err_and(|e| e.to_string().contains("missing unit")));
+        assert!(Duration::parse("10x").is_err_and(|e| e.to_string().contains("unknown unit 'x'")));
         assert!(Duration::parse("soon").is_err());
         assert!(Duration::parse("").is_err());
     }

@@ -123,8 +123,9 @@ fn parse_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Error> {
     serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
 }
 
-fn parse_state<T: FromStr<Err = String>>(text: &str) -> Result<T, Error> {
-    text.parse().map_err(Error::Corrupt)
+fn parse_state<T: FromStr<Err = weir_engine::UnknownState>>(text: &str) -> Result<T, Error> {
+    text.parse()
+        .map_err(|e: weir_engine::UnknownState| Error::Corrupt(e.to_string()))
 }
 
 fn run_row(run: &Run) -> RunRow {

@@ -239,3 +239,39 @@ fn both_databases_have_the_same_migrations() {
         "migrations/sqlite and migrations/postgres must hold the same files"
     );
 }
+
+#[test]
+fn library_crates_return_typed_errors_not_strings() {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates"))
+        .expect("crates")
+        .flatten()
+    {
+        // The binary may: clap's value parsers take `Result<_, String>`.
+        if entry.file_name() != "cli" {
+            rust_files(&entry.path().join("src"), &mut files);
+        }
+    }
+    assert!(files.len() > 20, "{files:?}");
+    let mut found = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("readable");
+        for (number, line) in text.lines().enumerate() {
+            let stringly = line.contains("Err = String")
+                || (line.contains("Result<") && line.contains(", String>"));
+            if stringly {
+                found.push(format!(
+                    "{}:{}: {}",
+                    path.display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "library crates return a thiserror enum, not a String error:\n{}",
+        found.join("\n")
+    );
+}
