@@ -7,8 +7,37 @@ use weir_model::Pipeline;
 
 /// Why a run cannot be retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct RetryError(String);
+pub enum RetryError {
+    /// The run has not ended.
+    #[error("run {run} is still {state}: wait for it to end, or cancel it, before retrying")]
+    Unfinished {
+        /// The run.
+        run: String,
+        /// Where it is.
+        state: RunState,
+    },
+    /// Nothing failed, and no step was named to run again from.
+    #[error("run {run} succeeded: name the step to run again from with --from")]
+    NothingToRetry {
+        /// The run.
+        run: String,
+    },
+    /// The step named is not in the run's pipeline.
+    #[error("pipeline '{pipeline}' has no step '{step}'{hint}; its steps: {}", steps.join(", "))]
+    NoStep {
+        /// The pipeline.
+        pipeline: String,
+        /// The step asked for.
+        step: String,
+        /// ` (did you mean …?)`, or nothing.
+        hint: String,
+        /// Its steps.
+        steps: Vec<String>,
+    },
+    /// The original's params no longer fit its pipeline version.
+    #[error(transparent)]
+    Params(#[from] crate::ParamsError),
+}
 
 /// A new run `id` that retries `original`, a finished run of `pipeline`.
 /// The instances that succeeded there are reused as they were (state,
@@ -24,19 +53,18 @@ pub fn retry_run(
     now: Time,
 ) -> Result<Run, RetryError> {
     if !original.state.is_terminal() {
-        return Err(RetryError(format!(
-            "run {} is still {}: wait for it to end, or cancel it, before retrying",
-            original.id, original.state
-        )));
+        return Err(RetryError::Unfinished {
+            run: original.id.clone(),
+            state: original.state,
+        });
     }
     let dag = &pipeline.dag;
     let from = match from {
         Some(name) => Some(step_index(pipeline, original, name)?),
         None if original.state == RunState::Succeeded => {
-            return Err(RetryError(format!(
-                "run {} succeeded: name the step to run again from with --from",
-                original.id
-            )));
+            return Err(RetryError::NothingToRetry {
+                run: original.id.clone(),
+            });
         }
         None => None,
     };
@@ -53,8 +81,7 @@ pub fn retry_run(
         original.event.clone(),
         original.models.clone(),
         now,
-    )
-    .map_err(|e| RetryError(e.to_string()))?;
+    )?;
     run.source_commit = original.source_commit.clone();
     for instance in &mut run.steps {
         let Some(before) = original.step(&instance.id) else {
@@ -78,11 +105,13 @@ fn step_index(pipeline: &Pipeline, original: &Run, name: &str) -> Result<usize, 
     if let Some(instance) = original.step(name) {
         return Ok(instance.step);
     }
-    let ids: Vec<&str> = pipeline.steps.iter().map(|s| s.id.value.as_str()).collect();
-    let near = weir_model::did_you_mean(name, ids.iter().copied());
-    Err(RetryError(format!(
-        "pipeline '{}' has no step '{name}'{near}; its steps: {}",
-        pipeline.name.value,
-        ids.join(", ")
-    )))
+    let steps: Vec<String> = (pipeline.steps.iter())
+        .map(|s| s.id.value.clone())
+        .collect();
+    Err(RetryError::NoStep {
+        pipeline: pipeline.name.value.clone(),
+        step: name.to_owned(),
+        hint: weir_model::did_you_mean(name, steps.iter().map(String::as_str)),
+        steps,
+    })
 }

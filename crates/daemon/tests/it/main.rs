@@ -3,6 +3,8 @@
 //! What needs a process (signals, kill-and-restart, config layers, reload)
 //! stays in the CLI's serve tests; what is a rule of the daemon lives here.
 
+mod decisions;
+mod events;
 mod triggers;
 
 use std::path::Path;
@@ -21,28 +23,38 @@ pub(crate) struct TestDaemon {
 impl TestDaemon {
     /// A daemon serving `pipelines` (file name, text).
     pub(crate) async fn start(pipelines: &[(&str, &str)]) -> TestDaemon {
+        Self::with_max_running(pipelines, 8).await
+    }
+
+    /// A daemon serving `pipelines` that runs at most `max_running` steps
+    /// at once.
+    pub(crate) async fn with_max_running(
+        pipelines: &[(&str, &str)],
+        max_running: usize,
+    ) -> TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let folder = dir.path().join("pipelines");
         std::fs::create_dir_all(&folder).expect("pipelines folder");
         for (name, text) in pipelines {
             std::fs::write(folder.join(name), text).expect("pipeline file");
         }
-        Self::on(dir).await
+        let daemon = Self::open(dir.path(), max_running).await;
+        TestDaemon { daemon, dir }
     }
 
     /// A daemon on a folder a test prepared (`pipelines/`, `data/`).
     pub(crate) async fn on(dir: tempfile::TempDir) -> TestDaemon {
         std::fs::create_dir_all(dir.path().join("pipelines")).expect("pipelines folder");
-        let daemon = Self::open(dir.path()).await;
+        let daemon = Self::open(dir.path(), 8).await;
         TestDaemon { daemon, dir }
     }
 
     /// Another daemon on the same folder (after this one's shutdown).
     pub(crate) async fn restart(&self) -> Arc<Daemon> {
-        Self::open(self.dir.path()).await
+        Self::open(self.dir.path(), 8).await
     }
 
-    async fn open(dir: &Path) -> Arc<Daemon> {
+    async fn open(dir: &Path, max_running: usize) -> Arc<Daemon> {
         let data = dir.join("data");
         let store = store(&data).await;
         let options = Options {
@@ -50,7 +62,7 @@ impl TestDaemon {
                 .await
                 .expect("executors"),
             data,
-            max_running: 8,
+            max_running,
             grace: Duration::from_secs(1),
             gpus: Vec::new(),
             usage: Default::default(),

@@ -24,6 +24,7 @@ steps:
 ";
 
 mod answers;
+mod hooks;
 
 async fn router() -> (axum::Router, tempfile::TempDir) {
     router_with(&[("p.yaml", PIPELINE)]).await
@@ -234,4 +235,35 @@ async fn a_limit_out_of_range_was_plain_text_and_is_now_json() {
         (status, code.as_str()),
         (StatusCode::BAD_REQUEST, "bad-query")
     );
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_behind_the_token() {
+    let (app, _dir) = router().await;
+    let get = |token: Option<&str>| {
+        let mut request = Request::builder().uri("/api/v1/openapi.json");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).expect("request")
+    };
+    let (status, code) = refused(&app, get(None)).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let response = app
+        .clone()
+        .oneshot(get(Some(TOKEN)))
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .expect("body");
+    let served: Value = serde_json::from_slice(&body).expect("JSON");
+    let generated: Value = serde_json::from_str(weir_server::openapi_document()).expect("JSON");
+    assert_eq!(served, generated);
+    assert_eq!(served["openapi"], "3.1.0");
+    assert!(served["paths"]["/api/v1/runs/{id}/retry"]["post"].is_object());
 }
