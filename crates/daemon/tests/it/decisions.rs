@@ -2,8 +2,8 @@
 //! refusals that say what is wrong) and retries (what is reused, what runs
 //! again from a step, and when a retry is refused).
 
-use crate::{TestDaemon, wait_for};
-use weir_daemon::{DecideError, StartRun, Started, TriggerError};
+use crate::{TestDaemon, run_of, wait_for};
+use weir_daemon::{DecideError, StartRun, TriggerError};
 use weir_engine::{Cause, RetryError, RunState, StepState};
 
 const GATED: &str = "name: gated
@@ -13,13 +13,6 @@ steps:
   approve: { needs: [build], approval: {} }
   ship: { needs: [approve], run: echo shipped }
 ";
-
-fn run_of(started: Started) -> String {
-    match started {
-        Started::Run(run) => run.id,
-        Started::Replay(run) => panic!("a replay of {run:?}"),
-    }
-}
 
 #[tokio::test]
 async fn approvals_are_decided_by_their_actor_and_refused_when_nothing_waits() {

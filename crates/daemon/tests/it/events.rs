@@ -3,9 +3,7 @@
 //! reports (thresholds, cooldown, histograms), schedule slots across a
 //! restart and backfills, and the daemon-wide slot limit.
 
-use crate::{TestDaemon, wait_for};
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use crate::{TestDaemon, at, sign, wait_for};
 use weir_daemon::{Delivery, DeliveryError, DriftReport, Measured, Started, TriggerError};
 use weir_engine::{Cause, Decision, RunState};
 
@@ -27,18 +25,6 @@ defaults: { executor: process }
 steps:
   a: { run: 'true' }
 ";
-
-fn sign(body: &[u8], key: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()).expect("key");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-fn at(text: &str) -> weir_engine::Time {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .expect("time")
-        .with_timezone(&chrono::Utc)
-}
 
 #[tokio::test]
 async fn a_signed_push_starts_one_run_with_its_payload_as_data_and_bad_ones_start_none() {

@@ -7,10 +7,12 @@ mod decisions;
 mod events;
 mod triggers;
 
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_daemon::{Daemon, Docker, Executors, Options};
+use weir_daemon::{Daemon, Docker, Executors, Options, Started};
 use weir_engine::Run;
 use weir_store::Store;
 
@@ -101,4 +103,26 @@ pub(crate) async fn wait_for(daemon: &Daemon, id: &str, done: impl Fn(&Run) -> b
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The id of a run just started; a replay is a test failure.
+pub(crate) fn run_of(started: Started) -> String {
+    match started {
+        Started::Run(run) => run.id,
+        Started::Replay(run) => panic!("a replay of {run:?}"),
+    }
+}
+
+/// `sha256=HEX`: the HMAC-SHA256 of `body` with `key`, as a sender signs.
+pub(crate) fn sign(body: &[u8], key: &str) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// An RFC 3339 time.
+pub(crate) fn at(text: &str) -> weir_engine::Time {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .expect("time")
+        .with_timezone(&chrono::Utc)
 }

@@ -3,9 +3,7 @@
 //! committed with it. Also: runs that cannot be driven any more, and what
 //! a shutdown keeps.
 
-use crate::{TestDaemon, store, wait_for};
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use crate::{TestDaemon, at, run_of, sign, store, wait_for};
 use weir_daemon::{Delivery, StartRun, Started};
 use weir_engine::{Cause, Decision, RunState, StepState};
 use weir_store::Store;
@@ -37,13 +35,6 @@ steps:
   a: { run: '[ \"$WEIR_PARAM_FAIL\" = no ] || exit 3; sleep $WEIR_PARAM_WAIT' }
 ";
 
-fn run_of(started: Started) -> String {
-    match started {
-        Started::Run(run) => run.id,
-        Started::Replay(run) => panic!("a replay of {run:?}"),
-    }
-}
-
 /// Whether the audit log holds `run`'s trigger entry now.
 async fn audited(store: &Store, run: &str) -> Option<weir_store::AuditEntry> {
     store
@@ -52,19 +43,6 @@ async fn audited(store: &Store, run: &str) -> Option<weir_store::AuditEntry> {
         .expect("audit")
         .into_iter()
         .find(|e| e.action == "run.triggered" && e.subject == run)
-}
-
-fn sign(body: &[u8]) -> String {
-    let secret = std::env::var("PATH").expect("PATH");
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-fn at(text: &str) -> weir_engine::Time {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .expect("time")
-        .with_timezone(&chrono::Utc)
 }
 
 #[tokio::test]
@@ -85,7 +63,7 @@ async fn every_trigger_commits_its_audit_entry_with_its_run() {
     assert_eq!(entry.actor, "alice");
 
     let body = br#"{"after": "abc"}"#;
-    let signature = sign(body);
+    let signature = sign(body, &std::env::var("PATH").expect("PATH"));
     let hook = d
         .deliver(Delivery {
             pipeline: "every",
