@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 
 cargo build --release --quiet --bin weir
 target_dir="${CARGO_TARGET_DIR:-target}"
-weir="$target_dir/release/weir"
+# Absolute, so the daemon can start from its work folder whether
+# CARGO_TARGET_DIR is relative or not.
+weir="$(cd "$target_dir/release" && pwd)/weir"
 work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/pipelines"
@@ -34,7 +36,7 @@ steps:
   noop: { if: "false", command: ["true"] }
 YAML
 port=18799
-(cd "$work" && BENCH_HOOK_SECRET=bench exec "$OLDPWD/$weir" serve --listen "127.0.0.1:$port" --max-running 4 > serve.log 2>&1) &
+(cd "$work" && BENCH_HOOK_SECRET=bench exec "$weir" serve --listen "127.0.0.1:$port" --max-running 4 > serve.log 2>&1) &
 pid=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 sleep 2
