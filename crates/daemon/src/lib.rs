@@ -31,7 +31,7 @@ pub use drive::{Change, Control, DriveError, drive, drive_with};
 pub use intake::{Delivery, DeliveryError, DriftReport, Measured};
 pub use load::Usage;
 pub use logs::{LogError, LogPiece};
-pub use registry::{Lineage, LineageStep};
+pub use registry::{Lineage, LineageStep, PromoteError};
 pub use runs::{Busy, Daemon, Notice, StartRun, Started, TriggerError};
 pub use schedules::CATCHUP_CAP;
 // The engine's values the daemon hands out, so that its users name them

@@ -8,6 +8,18 @@ use crate::catalog::{StoredError, stored};
 use crate::clock::now;
 use crate::runs::Daemon;
 
+/// Why an alias could not be moved.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    /// The model or alias name breaks the format's naming rule: nothing
+    /// is moved or recorded.
+    #[error(transparent)]
+    Name(#[from] weir_model::NameError),
+    /// The store failed (an unknown version is a `NoSuchModel`).
+    #[error(transparent)]
+    Store(#[from] weir_store::Error),
+}
+
 /// Where a model version came from ([`Daemon::lineage`]).
 #[derive(Debug, Clone)]
 pub struct Lineage {
@@ -39,14 +51,18 @@ pub struct LineageStep {
 
 impl Daemon {
     /// Points `alias` of `model` at `version`, by `actor`; returns the
-    /// version it pointed at before.
+    /// version it pointed at before. Names follow the rule a pipeline
+    /// file's `register` step follows.
     pub async fn promote(
         &self,
         model: &str,
         version: i64,
         alias: &str,
         actor: &str,
-    ) -> Result<Option<i64>, weir_store::Error> {
+    ) -> Result<Option<i64>, PromoteError> {
+        let rule = weir_model::NameRule::Pipeline;
+        rule.check("model name", model)?;
+        rule.check("alias", alias)?;
         let before = self
             .store
             .promote(model, version, alias, actor, now())

@@ -10,6 +10,7 @@ mod check;
 mod dag;
 mod diag;
 mod lower;
+mod names;
 pub mod pipeline;
 pub mod plan;
 mod schedule;
@@ -19,6 +20,7 @@ mod yaml;
 
 pub use dag::Dag;
 pub use diag::{Code, Diagnostic, Pos, Severity, did_you_mean};
+pub use names::{NameError, NameRule};
 pub use pipeline::Pipeline;
 pub use plan::{Plan, plan};
 

@@ -7,6 +7,7 @@
 //! [`ExprSite`]s.
 
 use crate::diag::{Code, Diagnostic, Pos, did_you_mean, hint_or_expected, one_of};
+use crate::names::NameRule;
 use crate::pipeline::*;
 use crate::schedule;
 use crate::units::{Duration, Size};
@@ -436,12 +437,12 @@ impl Lowerer<'_> {
 
     fn name(&mut self, node: &Node, what: &str, rule: NameRule) -> Option<Spanned<String>> {
         let name = self.string(node, what)?;
-        if rule.accepts(&name.value) {
-            Some(name)
-        } else {
-            let message = format!("invalid {what} '{}': {}", name.value, rule.describe());
-            self.error(node.pos, Code::InvalidName, message);
-            None
+        match rule.check(what, &name.value) {
+            Ok(()) => Some(name),
+            Err(e) => {
+                self.error(node.pos, Code::InvalidName, e.to_string());
+                None
+            }
         }
     }
 
@@ -1428,62 +1429,5 @@ impl Lowerer<'_> {
             }
         }
         secrets
-    }
-}
-
-/// The naming rules of the format.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum NameRule {
-    /// Pipelines, models, aliases: `[a-z0-9][a-z0-9-]{0,62}`.
-    Pipeline,
-    /// Step ids: `[a-z][a-z0-9_-]{0,62}`.
-    Step,
-    /// Params, matrix keys, metrics: `[A-Za-z_][A-Za-z0-9_]*`.
-    Identifier,
-    /// Environment variables: `[A-Za-z_][A-Za-z0-9_]*`.
-    EnvName,
-}
-
-impl NameRule {
-    pub(crate) fn accepts(self, name: &str) -> bool {
-        let mut chars = name.chars();
-        let Some(first) = chars.next() else {
-            return false;
-        };
-        let rest = chars.as_str();
-        match self {
-            NameRule::Pipeline => {
-                name.len() <= 63
-                    && (first.is_ascii_lowercase() || first.is_ascii_digit())
-                    && rest
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            }
-            NameRule::Step => {
-                name.len() <= 63
-                    && first.is_ascii_lowercase()
-                    && rest.chars().all(|c| {
-                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
-                    })
-            }
-            NameRule::Identifier | NameRule::EnvName => {
-                (first.is_ascii_alphabetic() || first == '_')
-                    && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            }
-        }
-    }
-
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            NameRule::Pipeline => {
-                "use lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters"
-            }
-            NameRule::Step => {
-                "use lowercase letters, digits, '_' and '-', starting with a letter, at most 63 characters"
-            }
-            NameRule::Identifier | NameRule::EnvName => {
-                "use letters, digits and '_', not starting with a digit"
-            }
-        }
     }
 }

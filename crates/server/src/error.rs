@@ -115,3 +115,14 @@ impl From<weir_daemon::DeliveryError> for ApiError {
         }
     }
 }
+
+impl From<weir_daemon::PromoteError> for ApiError {
+    fn from(e: weir_daemon::PromoteError) -> ApiError {
+        match e {
+            weir_daemon::PromoteError::Name(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad-name", e.to_string())
+            }
+            weir_daemon::PromoteError::Store(e) => e.into(),
+        }
+    }
+}

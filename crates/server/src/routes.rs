@@ -449,7 +449,7 @@ impl Body for api::Promotion {
     params(("name" = String, Path, description = "The model."), ("alias" = String, Path, description = "The alias.")),
     request_body = api::Promotion,
     responses((status = 200, description = "The move.", body = api::Promoted),
-        (status = 400, description = "Not a promotion.", body = api::Error),
+        (status = 400, description = "Not a promotion, or a model or alias name that breaks the naming rule (`bad-name`).", body = api::Error),
         (status = 404, description = "No such version.", body = api::Error)))]
 async fn promote(
     Extract(state): Extract<State>,

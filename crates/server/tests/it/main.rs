@@ -25,6 +25,7 @@ steps:
 
 mod answers;
 mod hooks;
+mod registry;
 
 async fn router() -> (axum::Router, tempfile::TempDir) {
     router_with(&[("p.yaml", PIPELINE)]).await
