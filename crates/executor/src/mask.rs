@@ -1,42 +1,81 @@
-//! Replacing secret values in log output by `***`, also in their base64
-//! and URL-encoded forms, across chunk boundaries.
+//! Replacing secret values in log output by `***`, across chunk
+//! boundaries, also where the value is written escaped or encoded:
+//! percent-encoded with reserved characters kept or not and hex digits of
+//! either case, `+` for a space, JSON string escapes (`\/`, `\"`, `\u002f`),
+//! and base64 (standard or URL-safe) on its own or inside a longer stream.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 
 /// Masks secret values in a stream of output chunks.
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
-    needles: Vec<Vec<u8>>,
+    needles: Vec<Needle>,
+    /// The most bytes one needle can match, so what a chunk's end holds back.
     longest: usize,
     carry: Vec<u8>,
+}
+
+/// One thing to find.
+#[derive(Debug, Clone)]
+enum Needle {
+    /// A secret's bytes, each written as itself or in any escaped form.
+    Escaped(Vec<u8>),
+    /// A base64 form, exactly.
+    Exact(Vec<u8>),
+}
+
+/// The shortest base64 run taken from inside a longer stream: shorter
+/// cores would match ordinary text.
+const MIN_CORE: usize = 8;
+
+/// The most bytes one escaped byte takes (`\u002f`).
+const WIDEST_ESCAPE: usize = 6;
+
+impl Needle {
+    /// How many bytes of `hay` (from its start) are this needle, if any.
+    fn matches(&self, hay: &[u8]) -> Option<usize> {
+        match self {
+            Needle::Exact(bytes) => hay.starts_with(bytes).then_some(bytes.len()),
+            Needle::Escaped(secret) => escaped_len(hay, secret),
+        }
+    }
+
+    fn widest(&self) -> usize {
+        match self {
+            Needle::Exact(bytes) => bytes.len(),
+            Needle::Escaped(secret) => secret.len() * WIDEST_ESCAPE,
+        }
+    }
 }
 
 impl Masker {
     /// A masker for these secret values; empty values are ignored.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Masker {
-        let mut needles: Vec<Vec<u8>> = Vec::new();
+        let mut needles: Vec<Needle> = Vec::new();
+        let mut exact: Vec<Vec<u8>> = Vec::new();
         for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
-            let forms = [
-                secret.to_owned(),
-                STANDARD_NO_PAD.encode(secret),
-                URL_SAFE_NO_PAD.encode(secret),
-                url_encode(secret),
-            ];
-            for form in forms {
-                if !needles.iter().any(|n| n == form.as_bytes()) {
-                    needles.push(form.into_bytes());
+            needles.push(Needle::Escaped(secret.as_bytes().to_vec()));
+            for form in base64_forms(secret.as_bytes()) {
+                if form.len() > 1 && !exact.contains(&form) {
+                    exact.push(form);
                 }
             }
         }
+        needles.extend(exact.into_iter().map(Needle::Exact));
         // Longest first, so a secret containing another is masked whole.
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        let longest = needles.first().map_or(0, Vec::len);
+        needles.sort_by_key(|n| std::cmp::Reverse(n.widest()));
+        let longest = needles.iter().map(Needle::widest).max().unwrap_or(0);
         Masker {
             needles,
             longest,
             carry: Vec::new(),
         }
+    }
+
+    /// The first needle found at the start of `hay`, and its length.
+    fn find(&self, hay: &[u8]) -> Option<usize> {
+        self.needles.iter().find_map(|n| n.matches(hay))
     }
 
     /// Masks `chunk`; the last few bytes may be held back until the next
@@ -51,9 +90,9 @@ impl Masker {
         let mut out = Vec::with_capacity(buffer.len());
         let mut i = 0;
         while i < buffer.len() {
-            if let Some(needle) = self.needles.iter().find(|n| buffer[i..].starts_with(n)) {
+            if let Some(len) = self.find(&buffer[i..]) {
                 out.extend_from_slice(b"***");
-                i += needle.len();
+                i += len;
             } else if buffer.len() - i <= hold {
                 // Could be the start of a secret that the next chunk ends.
                 break;
@@ -69,34 +108,117 @@ impl Masker {
     /// The bytes held back, masked: call once the stream ended.
     pub fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.carry);
-        let hold = std::mem::replace(&mut self.longest, 0);
         let mut out = Vec::new();
         let mut i = 0;
         while i < rest.len() {
-            if let Some(needle) = self.needles.iter().find(|n| rest[i..].starts_with(n)) {
+            if let Some(len) = self.find(&rest[i..]) {
                 out.extend_from_slice(b"***");
-                i += needle.len();
+                i += len;
             } else {
                 out.push(rest[i]);
                 i += 1;
             }
         }
-        self.longest = hold;
         out
     }
 }
 
-/// Percent-encoding of everything but RFC 3986's unreserved characters.
-fn url_encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
+/// The length of the prefix of `hay` that spells `secret`, each byte as
+/// itself or escaped, when there is one (the longest).
+fn escaped_len(hay: &[u8], secret: &[u8]) -> Option<usize> {
+    // Most bytes of a log start no spelling: decide those without allocating.
+    let first = *hay.first()?;
+    let starts = secret
+        .first()
+        .is_some_and(|&b| b == first || (b == b' ' && first == b'+'))
+        || first == b'%'
+        || first == b'\\';
+    if !starts {
+        return None;
+    }
+    // Where a spelling of the secret so far may end; escapes overlap
+    // (a `\` may be a byte or start an escape), so keep every choice.
+    let mut ends = vec![0usize];
+    for &byte in secret {
+        let mut next: Vec<usize> = Vec::new();
+        for &at in &ends {
+            for width in spellings(&hay[at..], byte) {
+                if !next.contains(&(at + width)) {
+                    next.push(at + width);
+                }
+            }
+        }
+        if next.is_empty() {
+            return None;
+        }
+        ends = next;
+    }
+    ends.into_iter().max()
+}
+
+/// The widths of every way `hay` starts with `byte`: itself, `%hh` (either
+/// case), `+` for a space, a JSON escape (`\/`, `\"`, `\\`, `\n`, `\uXXXX`).
+fn spellings(hay: &[u8], byte: u8) -> impl Iterator<Item = usize> {
+    let is_hex = |digits: &[u8], value: u32| {
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| u32::from_str_radix(d, 16).ok())
+            == Some(value)
+    };
+    let json_short = match byte {
+        b'"' => Some(b'"'),
+        b'\\' => Some(b'\\'),
+        b'/' => Some(b'/'),
+        b'\n' => Some(b'n'),
+        b'\r' => Some(b'r'),
+        b'\t' => Some(b't'),
+        0x08 => Some(b'b'),
+        0x0c => Some(b'f'),
+        _ => None,
+    };
+    let literal = hay.first() == Some(&byte);
+    let percent = hay.len() >= 3 && hay[0] == b'%' && is_hex(&hay[1..3], u32::from(byte));
+    let plus = byte == b' ' && hay.first() == Some(&b'+');
+    let short = hay.len() >= 2 && hay[0] == b'\\' && json_short == Some(hay[1]);
+    let unicode = byte.is_ascii()
+        && hay.len() >= 6
+        && hay[0] == b'\\'
+        && hay[1] == b'u'
+        && is_hex(&hay[2..6], u32::from(byte));
+    [
+        (literal, 1),
+        (percent, 3),
+        (plus, 1),
+        (short, 2),
+        (unicode, 6),
+    ]
+    .into_iter()
+    .filter_map(|(found, width)| found.then_some(width))
+}
+
+/// The base64 forms of `secret`: the whole encoding, padded or not, and
+/// for a secret inside a longer encoded stream, the characters its bytes
+/// alone decide at each of the three offsets a byte can start at.
+fn base64_forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = Vec::new();
+    for engine in [&STANDARD, &URL_SAFE] {
+        forms.push(engine.encode(secret).into_bytes());
+    }
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(secret).into_bytes());
+        for offset in 0..3usize {
+            let mut shifted = vec![0u8; offset];
+            shifted.extend_from_slice(secret);
+            let encoded = engine.encode(&shifted).into_bytes();
+            // Character j holds bits 6j..6j+6; the secret's are 8·offset..8·(offset+len).
+            let first = (8 * offset).div_ceil(6);
+            let last = 8 * (offset + secret.len()) / 6;
+            if last > first && last - first >= MIN_CORE {
+                forms.push(encoded[first..last].to_vec());
+            }
         }
     }
-    out
+    forms
 }
 
 #[cfg(test)]
@@ -126,6 +248,45 @@ mod tests {
         assert_eq!(all(&mut m, &["pw=hun", "ter", "22!", " ok"]), "pw=***! ok");
         let mut m = Masker::new(["hunter22"]);
         assert_eq!(all(&mut m, &["ends with hunt"]), "ends with hunt");
+    }
+
+    #[test]
+    fn masks_every_percent_encoding_and_json_escape() {
+        let secret = "s3cr3t/Value+with=signs&more";
+        let forms = [
+            // Python's quote (keeps '/'), quote(safe=''), quote_plus, lower case.
+            "s3cr3t/Value%2Bwith%3Dsigns%26more",
+            "s3cr3t%2FValue%2Bwith%3Dsigns%26more",
+            "s3cr3t%2fValue%2bwith%3dsigns%26more",
+            "s3cr3t\\/Value+with=signs&more",
+            "s3cr3t\\u002fValue\\u002Bwith=signs\\u0026more",
+        ];
+        for form in forms {
+            let mut m = Masker::new([secret]);
+            let text = format!("a {form} b");
+            assert_eq!(all(&mut m, &[&text]), "a *** b", "{form}");
+        }
+        let mut m = Masker::new(["pass word"]);
+        assert_eq!(all(&mut m, &["x=pass+word y=pass%20word"]), "x=*** y=***");
+    }
+
+    #[test]
+    fn masks_base64_inside_a_longer_stream_at_every_offset() {
+        let secret = "correct-horse-battery";
+        for prefix in ["", "a", "ab", "abc", "abcd"] {
+            for engine in [&STANDARD, &URL_SAFE_NO_PAD] {
+                let text = engine.encode(format!("{prefix}{secret} and more after it"));
+                let mut m = Masker::new([secret]);
+                let masked = all(&mut m, &[&text]);
+                assert!(masked.contains("***"), "{prefix:?}: {text} → {masked}");
+            }
+        }
+    }
+
+    #[test]
+    fn escaped_forms_are_masked_across_chunk_boundaries() {
+        let mut m = Masker::new(["a/b/c/d"]);
+        assert_eq!(all(&mut m, &["x a%2", "Fb%2fc", "\\/d y"]), "x *** y");
     }
 
     #[test]

@@ -245,3 +245,26 @@ async fn a_group_left_by_a_dead_weir_is_found_and_discarded() {
     let again = executor.find("run-9").await.expect("find");
     assert!(!again[0].running, "{again:?}");
 }
+
+#[tokio::test]
+async fn a_secret_is_masked_in_every_encoding_a_step_prints_it_in() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut launch = attempt(
+        dir.path(),
+        // As Python's quote, quote(safe=''), lower-case hex, JSON, base64
+        // inside a longer stream; then stderr, all in one log.
+        "printf 's3cr3t/Value%%2Bwith%%3Dsigns%%26more\\n'; \
+         printf 's3cr3t%%2fValue%%2bwith%%3dsigns%%26more\\n'; \
+         printf '{\"t\": \"s3cr3t\\\\/Value+with=signs&more\"}\\n'; \
+         printf 'xy%s' \"$TOKEN\" | base64 -w0; echo; \
+         echo \"$TOKEN\" >&2",
+    );
+    launch.secrets = vec![(
+        "TOKEN".to_owned(),
+        "s3cr3t/Value+with=signs&more".to_owned(),
+    )];
+    let (exit, log) = run(&launch, None).await;
+    assert_eq!(exit.exit_code, Some(0), "{exit:?} {log}");
+    assert!(!log.contains("s3cr3t") && !log.contains("Value"), "{log}");
+    assert_eq!(log.matches("***").count(), 5, "{log}");
+}
