@@ -168,7 +168,7 @@ pub fn secret_file(path: &std::path::Path) -> std::io::Result<String> {
         Ok(text) => Ok(text.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                private_dir(dir)?;
             }
             let random = format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
             let secret = hex::encode(Sha256::digest(random.as_bytes()));
@@ -184,6 +184,20 @@ pub fn secret_file(path: &std::path::Path) -> std::io::Result<String> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Creates `dir` and the folders above it that are missing, each private
+/// to this user (0700): a data folder holds the token, the key and the
+/// database. A folder that exists is left as its owner set it.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// The daemon's signing key, kept in `dir/audit.key` (the hex of its

@@ -100,13 +100,33 @@ impl Db {
     pub(crate) async fn connect(url: &str) -> Result<Db, Error> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
-            if let Some(parent) = std::path::Path::new(path).parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent).map_err(|source| Error::Folder {
+            let file = std::path::Path::new(path);
+            if let Some(parent) = file.parent() {
+                crate::audit::private_dir(parent).map_err(|source| Error::Folder {
                     path: parent.display().to_string(),
                     source,
                 })?;
+            }
+            // Made empty and private before SQLite opens it (an empty file
+            // is an empty database), so its -wal and -shm files, which
+            // SQLite creates with the database's mode, are private too.
+            if !path.is_empty() && path != ":memory:" && !file.exists() {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(file)
+                {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(source) => {
+                        return Err(Error::Folder {
+                            path: file.display().to_string(),
+                            source,
+                        });
+                    }
+                }
             }
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)

@@ -22,8 +22,8 @@ mod schedules;
 mod upgrade;
 
 pub use audit::{
-    AuditEntry, Broken, GENESIS, KeyError, NewEntry, entry_hash, public_key, secret_file,
-    signing_key, verify,
+    AuditEntry, Broken, GENESIS, KeyError, NewEntry, entry_hash, private_dir, public_key,
+    secret_file, signing_key, verify,
 };
 pub use db::Db;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -56,7 +56,7 @@ pub enum Error {
     /// The schema could not be brought up to date.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// A folder for the SQLite file could not be made.
+    /// The folder or the file of a SQLite database could not be made.
     #[error("cannot create {path}: {source}")]
     Folder {
         /// The folder.

@@ -3,6 +3,7 @@
 //! that cannot be reached is a failure, not a skip).
 
 mod audit;
+mod files;
 mod logs;
 mod registry;
 mod runs;
