@@ -195,10 +195,51 @@ fn type_name(value: &Json) -> &'static str {
     }
 }
 
+/// An execution error in the words of the format: values as JSON with
+/// their type, never the evaluator's Rust debug text.
 fn describe(e: &cel::ExecutionError) -> String {
+    use cel::ExecutionError as E;
+    let value = |v: &cel::Value| {
+        let json = to_json(v);
+        format!("{json} ({})", type_name(&json))
+    };
+    let operator = |name: &str| match name {
+        "add" => "+".to_owned(),
+        "sub" => "-".to_owned(),
+        "mul" => "*".to_owned(),
+        "div" => "/".to_owned(),
+        "rem" => "%".to_owned(),
+        other => other.to_owned(),
+    };
     match e {
-        cel::ExecutionError::NoSuchKey(key) => format!("no such key '{key}'"),
-        cel::ExecutionError::UndeclaredReference(name) => format!("unknown name '{name}'"),
+        E::NoSuchKey(key) => format!("no such key '{key}'"),
+        E::UndeclaredReference(name) => format!("unknown name '{name}'"),
+        E::UnsupportedBinaryOperator(op, a, b) => {
+            format!(
+                "'{}' does not apply to {} and {}",
+                operator(op),
+                value(a),
+                value(b)
+            )
+        }
+        E::ValuesNotComparable(a, b) => {
+            format!("{} cannot be compared to {}", value(a), value(b))
+        }
+        E::DivisionByZero(a) => format!("{} divided by zero", value(a)),
+        E::RemainderByZero(a) => format!("remainder of {} by zero", value(a)),
+        E::Overflow(op, a, b) => {
+            format!("{} {} {} overflows", value(a), operator(op), value(b))
+        }
+        E::IndexOutOfBounds(index) => format!("index {} is out of bounds", to_json(index)),
+        E::UnsupportedIndex(index, target) => {
+            format!("{} cannot be indexed by {}", value(target), value(index))
+        }
+        E::UnsupportedKeyType(key) => format!("{} cannot be a map key", value(key)),
+        E::UnsupportedTargetType { target } => format!("unsupported argument {}", value(target)),
+        E::NotSupportedAsMethod { method, target } => {
+            format!("'{method}' is not a method of {}", value(target))
+        }
+        E::DuplicateKey(key) => format!("the key {} is given twice", to_json(key)),
         other => {
             let text = other.to_string();
             let mut chars = text.chars();
@@ -384,5 +425,44 @@ mod tests {
         assert_eq!(render_value(&json!(0.5)), "0.5");
         assert_eq!(render_value(&json!(null)), "");
         assert_eq!(render_value(&json!([1, "x"])), "[1,\"x\"]");
+    }
+}
+
+#[cfg(test)]
+mod errors {
+    use super::*;
+
+    /// What evaluating `source` says, with `params` of a string and a number.
+    fn error(source: &str) -> String {
+        let mut ctx = Context::new();
+        ctx.set("params", serde_json::json!({"lr": "0.1", "n": 3}));
+        let expr = Expr::compile(source).expect("compiles");
+        ctx.eval(&expr).expect_err("an error").to_string()
+    }
+
+    #[test]
+    fn run_time_errors_name_values_as_the_format_writes_them() {
+        assert_eq!(
+            error("params.lr + 1"),
+            "params.lr + 1: '+' does not apply to \"0.1\" (string) and 1 (number)"
+        );
+        assert_eq!(
+            error("params.n / 0"),
+            "params.n / 0: 3 (number) divided by zero"
+        );
+        assert_eq!(error("[1][5]"), "[1][5]: index 5 is out of bounds");
+        for source in [
+            "1 + 'x'",
+            "params.n % 0",
+            "[1][5]",
+            "params.lr > 0.5",
+            "int('x')",
+        ] {
+            let text = error(source);
+            assert!(
+                !text.contains("Int(") && !text.contains("String(") && !text.contains("Float("),
+                "{text}"
+            );
+        }
     }
 }
