@@ -218,6 +218,17 @@ impl Default for Defaults {
     }
 }
 
+/// The most step instances (matrix combinations, one per step without a
+/// matrix) a pipeline may expand to: every run holds them all.
+pub(crate) const MAX_INSTANCES: u64 = 10_000;
+
+/// How many combinations `axes` make, saturating.
+fn instances(axes: &[MatrixAxis]) -> u64 {
+    (axes.iter()).fold(1u64, |product, axis| {
+        product.saturating_mul(axis.values.len() as u64)
+    })
+}
+
 impl Lowerer<'_> {
     fn error(&mut self, pos: Pos, code: Code, message: impl Into<String>) {
         self.diags.push(Diagnostic::error(pos, code, message));
@@ -1007,6 +1018,18 @@ impl Lowerer<'_> {
                     steps.push(step);
                 }
             }
+            let each: Vec<u64> = steps.iter().map(|s: &Step| instances(&s.matrix)).collect();
+            let total = each.iter().fold(0u64, |sum, n| sum.saturating_add(*n));
+            // A step past the limit on its own was refused with its product.
+            if total > MAX_INSTANCES && each.iter().all(|n| *n <= MAX_INSTANCES) {
+                cx.error(
+                    node.pos,
+                    Code::InvalidValue,
+                    format!(
+                        "the steps expand to {total} instances in all: a pipeline may have at most {MAX_INSTANCES}"
+                    ),
+                );
+            }
             steps
         });
         (clean && defaults.is_some_and(|d| d.clean)).then_some(steps)
@@ -1158,6 +1181,18 @@ impl Lowerer<'_> {
             if let Some(key) = name {
                 axes.push(MatrixAxis { key, values });
             }
+        }
+        let sizes: Vec<String> = axes.iter().map(|a| a.values.len().to_string()).collect();
+        let instances = instances(&axes);
+        if instances > MAX_INSTANCES {
+            self.error(
+                node.pos,
+                Code::InvalidValue,
+                format!(
+                    "matrix expands to {instances} instances ({}): a pipeline may have at most {MAX_INSTANCES}",
+                    sizes.join(" × ")
+                ),
+            );
         }
         axes
     }
