@@ -9,16 +9,17 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// A request body type, with the example a refusal shows.
-pub(crate) trait Body: DeserializeOwned {
+pub(crate) trait Body: DeserializeOwned + Serialize {
     /// What to send, as JSON-ish text: `{"pipeline": NAME, …}`.
     const EXAMPLE: &'static str;
 }
 
 /// A query type, with the example a refusal shows.
-pub(crate) trait Params: DeserializeOwned {
+pub(crate) trait Params: DeserializeOwned + Serialize {
     /// What to ask, as a query string: `?limit=N`.
     const EXAMPLE: &'static str;
 }
@@ -31,7 +32,10 @@ impl<S: Send + Sync, T: Body> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Ok(axum::Json(value)) => {
+                refuse_nul(&value, "bad-request", "the body")?;
+                Ok(ApiJson(value))
+            }
             Err(e) => Err(json_rejection(&e, T::EXAMPLE)),
         }
     }
@@ -78,7 +82,10 @@ impl<S: Send + Sync, T: Params> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Ok(axum::extract::Query(value)) => {
+                refuse_nul(&value, "bad-query", "the query")?;
+                Ok(ApiQuery(value))
+            }
             Err(e) => Err(query_rejection(&e, T::EXAMPLE)),
         }
     }
@@ -95,12 +102,15 @@ fn query_rejection(e: &QueryRejection, example: &str) -> ApiError {
 /// Path parameters, refused in the API's error shape.
 pub(crate) struct ApiPath<T>(pub(crate) T);
 
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+impl<S: Send + Sync, T: DeserializeOwned + Serialize + Send> FromRequestParts<S> for ApiPath<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Ok(axum::extract::Path(value)) => {
+                refuse_nul(&value, "bad-path", "the path")?;
+                Ok(ApiPath(value))
+            }
             Err(e) => Err(path_rejection(&e)),
         }
     }
@@ -115,4 +125,30 @@ fn path_rejection(e: &PathRejection) -> ApiError {
             e.body_text()
         ),
     )
+}
+
+/// Refuses a value with a NUL character in any string or key: no name or
+/// text weir keeps may hold one (PostgreSQL's text cannot, an environment
+/// variable cannot), so it is a bad request, not a failure of the store.
+fn refuse_nul(value: &impl Serialize, code: &'static str, what: &str) -> Result<(), ApiError> {
+    fn holds(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(holds),
+            serde_json::Value::Object(map) => map
+                .iter()
+                .any(|(key, value)| key.contains('\0') || holds(value)),
+            _ => false,
+        }
+    }
+    match serde_json::to_value(value) {
+        Ok(json) if holds(&json) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!(
+                "{what} holds a NUL character (\\u0000), which no weir name or value may: remove it"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }

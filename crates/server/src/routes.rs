@@ -190,6 +190,7 @@ async fn list_runs(
 #[utoipa::path(get, path = "/api/v1/runs/{id}", operation_id = "getRun", tag = "runs",
     params(("id" = String, Path, description = "The run's id.")),
     responses((status = 200, description = "The run.", body = api::Run),
+        (status = 400, description = "A path parameter with a NUL character.", body = api::Error),
         (status = 404, description = "No such run.", body = api::Error)))]
 async fn get_run(
     Extract(state): Extract<State>,
@@ -203,6 +204,7 @@ async fn get_run(
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", operation_id = "cancelRun", tag = "runs",
     params(("id" = String, Path, description = "The run's id.")),
     responses((status = 202, description = "Being cancelled.", body = api::Cancelling),
+        (status = 400, description = "A path parameter with a NUL character.", body = api::Error),
         (status = 404, description = "No such run.", body = api::Error),
         (status = 409, description = "The run already ended, or another node drives it.", body = api::Error)))]
 async fn cancel_run(
@@ -424,6 +426,7 @@ async fn lineage(
 #[utoipa::path(get, path = "/api/v1/models/{name}/history", operation_id = "modelHistory", tag = "models",
     params(("name" = String, Path, description = "The model.")),
     responses((status = 200, description = "The moves.", body = [api::AliasMove]),
+        (status = 400, description = "A path parameter with a NUL character.", body = api::Error),
         (status = 404, description = "No such model.", body = api::Error)))]
 async fn model_history(
     Extract(state): Extract<State>,

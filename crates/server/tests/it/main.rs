@@ -268,3 +268,83 @@ async fn the_openapi_document_is_served_behind_the_token() {
     assert_eq!(served["openapi"], "3.1.0");
     assert!(served["paths"]["/api/v1/runs/{id}/retry"]["post"].is_object());
 }
+
+#[tokio::test]
+async fn a_nul_character_anywhere_is_a_bad_request_not_a_store_failure() {
+    let (app, _dir) = router().await;
+    // Every route with a name in its path, the name holding a NUL.
+    for (method, path) in routes() {
+        let Some(start) = path.find('{') else {
+            continue;
+        };
+        let end = start + path[start..].find('}').expect("closed");
+        let mut uri = path.clone();
+        uri.replace_range(start..=end, "a%00b");
+        let uri = fill(&uri).replace("not-a-number", "1");
+        let mut request = request(&method, &uri);
+        if method == Method::POST {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let body = match path.as_str() {
+            p if p.ends_with("/approval") => r#"{"approved": true}"#,
+            p if p.ends_with("/backfill") => {
+                r#"{"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}"#
+            }
+            p if p.contains("/aliases/") => r#"{"version": 1}"#,
+            p if p.ends_with("/retry") => "{}",
+            _ => "{}",
+        };
+        let body = if method == Method::POST {
+            Body::from(body)
+        } else {
+            Body::empty()
+        };
+        let (status, code) = refused(&app, request.body(body).expect("request")).await;
+        let doc: Value = serde_json::from_str(weir_server::openapi_document()).expect("JSON");
+        let documented =
+            &doc["paths"][&path][method.as_str().to_lowercase()]["responses"][status.as_str()];
+        assert!(
+            documented.is_object(),
+            "{method} {path}: {status} is not documented"
+        );
+        if !path.contains("/hooks/") {
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::BAD_REQUEST, "bad-path"),
+                "{method} {uri}"
+            );
+        }
+    }
+    // In a body and in a query.
+    let bodies = [
+        (
+            "/api/v1/runs",
+            r#"{"pipeline": "p", "params": {"x": "a\u0000b"}}"#,
+        ),
+        ("/api/v1/runs", r#"{"pipeline": "p\u0000"}"#),
+        (
+            "/api/v1/events/drift",
+            r#"{"pipeline": "p", "metric": "ps\u0000i", "value": 0.5}"#,
+        ),
+    ];
+    for (uri, body) in bodies {
+        let bad = request(&Method::POST, uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        let (status, code) = refused(&app, bad).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "bad-request"),
+            "{body}"
+        );
+    }
+    let bad = request(&Method::GET, "/api/v1/models/m?alias=a%00b")
+        .body(Body::empty())
+        .expect("request");
+    let (status, code) = refused(&app, bad).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "bad-query")
+    );
+}
