@@ -582,12 +582,31 @@ async fn metrics(
     ))
 }
 
-/// Liveness: answers `ok`.
+/// Health: `ok` when the daemon is up and its database answers within
+/// 2 s; 503 with the reason while the database is away.
 #[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "daemon", security(()),
-    responses((status = 200, description = "The daemon is up.", body = String, content_type = "text/plain")))]
-async fn health() -> &'static str {
-    "ok\n"
+    responses((status = 200, description = "The daemon is up and its database answers.", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer: why.", body = String, content_type = "text/plain")))]
+async fn health(Extract(state): Extract<State>) -> (StatusCode, String) {
+    let ping = tokio::time::timeout(HEALTH_TIMEOUT, state.daemon.store().ping()).await;
+    match ping {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n".to_owned()),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unavailable: {e}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "database unavailable: no answer within {}s\n",
+                HEALTH_TIMEOUT.as_secs()
+            ),
+        ),
+    }
 }
+
+/// How long `/healthz` waits for the database.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Body for api::Backfill {
     const EXAMPLE: &'static str = "{\"from\": RFC 3339 time, \"to\": RFC 3339 time}";

@@ -158,6 +158,11 @@ impl Db {
         on_db!(self, pool => pool.close().await)
     }
 
+    /// One round trip to the database.
+    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
     /// `sqlite` or `postgres`.
     pub fn kind(&self) -> &'static str {
         match self {

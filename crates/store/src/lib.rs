@@ -98,6 +98,11 @@ impl Store {
         &self.db
     }
 
+    /// Whether the database answers: one round trip.
+    pub async fn ping(&self) -> Result<(), Error> {
+        Ok(self.db.ping().await?)
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.db.close().await;

@@ -33,6 +33,14 @@ async fn router() -> (axum::Router, tempfile::TempDir) {
 
 /// The router of a daemon serving these pipeline files, with its folder.
 async fn router_with(files: &[(&str, &str)]) -> (axum::Router, tempfile::TempDir) {
+    let (router, _, dir) = router_and_daemon(files).await;
+    (router, dir)
+}
+
+/// The router, its daemon and its folder.
+async fn router_and_daemon(
+    files: &[(&str, &str)],
+) -> (axum::Router, Arc<Daemon>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipelines = dir.path().join("pipelines");
     std::fs::create_dir_all(&pipelines).expect("folder");
@@ -60,7 +68,7 @@ async fn router_with(files: &[(&str, &str)]) -> (axum::Router, tempfile::TempDir
         daemon: Arc::clone(&daemon),
         tokens: Arc::from(vec![("admin".to_owned(), TOKEN.to_owned())]),
     };
-    (weir_server::router(state), dir)
+    (weir_server::router(state), daemon, dir)
 }
 
 /// Every `(method, path)` the OpenAPI document lists under `/api/v1`.
@@ -347,4 +355,26 @@ async fn a_nul_character_anywhere_is_a_bad_request_not_a_store_failure() {
         (status, code.as_str()),
         (StatusCode::BAD_REQUEST, "bad-query")
     );
+}
+
+#[tokio::test]
+async fn healthz_says_when_the_database_is_away() {
+    let (app, daemon, _dir) = router_and_daemon(&[("p.yaml", PIPELINE)]).await;
+    let health = || async {
+        let request = Request::builder()
+            .uri("/healthz")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.clone().oneshot(request).await.expect("answered");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(health().await, (StatusCode::OK, "ok\n".to_owned()));
+    daemon.store().close().await;
+    let (status, text) = health().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(text.starts_with("database unavailable: "), "{text}");
 }
