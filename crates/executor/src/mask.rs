@@ -11,9 +11,19 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
     needles: Vec<Needle>,
-    /// The most bytes one needle can match, so what a chunk's end holds back.
-    longest: usize,
+    /// What a chunk's end held back: the start of what may be a secret.
     carry: Vec<u8>,
+}
+
+/// What a needle makes of the bytes from one position on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// It is there, this many bytes long.
+    Whole(usize),
+    /// The bytes end while they still spell its beginning.
+    Begun,
+    /// It is not there.
+    Absent,
 }
 
 /// One thing to find.
@@ -33,11 +43,13 @@ const MIN_CORE: usize = 8;
 const WIDEST_ESCAPE: usize = 6;
 
 impl Needle {
-    /// How many bytes of `hay` (from its start) are this needle, if any.
-    fn matches(&self, hay: &[u8]) -> Option<usize> {
+    /// What this needle makes of `hay` (from its start).
+    fn matches(&self, hay: &[u8]) -> Found {
         match self {
-            Needle::Exact(bytes) => hay.starts_with(bytes).then_some(bytes.len()),
-            Needle::Escaped(secret) => escaped_len(hay, secret),
+            Needle::Exact(bytes) if hay.starts_with(bytes) => Found::Whole(bytes.len()),
+            Needle::Exact(bytes) if !hay.is_empty() && bytes.starts_with(hay) => Found::Begun,
+            Needle::Exact(_) => Found::Absent,
+            Needle::Escaped(secret) => escaped(hay, secret),
         }
     }
 
@@ -65,17 +77,24 @@ impl Masker {
         needles.extend(exact.into_iter().map(Needle::Exact));
         // Longest first, so a secret containing another is masked whole.
         needles.sort_by_key(|n| std::cmp::Reverse(n.widest()));
-        let longest = needles.iter().map(Needle::widest).max().unwrap_or(0);
         Masker {
             needles,
-            longest,
             carry: Vec::new(),
         }
     }
 
-    /// The first needle found at the start of `hay`, and its length.
-    fn find(&self, hay: &[u8]) -> Option<usize> {
-        self.needles.iter().find_map(|n| n.matches(hay))
+    /// The first needle whole at the start of `hay`; else whether one has
+    /// begun there.
+    fn find(&self, hay: &[u8]) -> Found {
+        let mut begun = false;
+        for needle in &self.needles {
+            match needle.matches(hay) {
+                Found::Whole(len) => return Found::Whole(len),
+                Found::Begun => begun = true,
+                Found::Absent => {}
+            }
+        }
+        if begun { Found::Begun } else { Found::Absent }
     }
 
     /// Masks `chunk`; the last few bytes may be held back until the next
@@ -86,19 +105,21 @@ impl Masker {
         }
         let mut buffer = std::mem::take(&mut self.carry);
         buffer.extend_from_slice(chunk);
-        let hold = self.longest.saturating_sub(1);
         let mut out = Vec::with_capacity(buffer.len());
         let mut i = 0;
         while i < buffer.len() {
-            if let Some(len) = self.find(&buffer[i..]) {
-                out.extend_from_slice(b"***");
-                i += len;
-            } else if buffer.len() - i <= hold {
-                // Could be the start of a secret that the next chunk ends.
-                break;
-            } else {
-                out.push(buffer[i]);
-                i += 1;
+            match self.find(&buffer[i..]) {
+                Found::Whole(len) => {
+                    out.extend_from_slice(b"***");
+                    i += len;
+                }
+                // The start of a secret that the next chunk may end: only
+                // that is held back.
+                Found::Begun => break,
+                Found::Absent => {
+                    out.push(buffer[i]);
+                    i += 1;
+                }
             }
         }
         self.carry = buffer[i..].to_vec();
@@ -111,7 +132,7 @@ impl Masker {
         let mut out = Vec::new();
         let mut i = 0;
         while i < rest.len() {
-            if let Some(len) = self.find(&rest[i..]) {
+            if let Found::Whole(len) = self.find(&rest[i..]) {
                 out.extend_from_slice(b"***");
                 i += len;
             } else {
@@ -123,37 +144,46 @@ impl Masker {
     }
 }
 
-/// The length of the prefix of `hay` that spells `secret`, each byte as
-/// itself or escaped, when there is one (the longest).
-fn escaped_len(hay: &[u8], secret: &[u8]) -> Option<usize> {
+/// Whether `hay` starts with `secret` spelled byte by byte, each byte as
+/// itself or escaped (the longest such spelling), or ends while it still
+/// may.
+fn escaped(hay: &[u8], secret: &[u8]) -> Found {
     // Most bytes of a log start no spelling: decide those without allocating.
-    let first = *hay.first()?;
+    let Some(&first) = hay.first() else {
+        return Found::Absent;
+    };
     let starts = secret
         .first()
         .is_some_and(|&b| b == first || (b == b' ' && first == b'+'))
         || first == b'%'
         || first == b'\\';
     if !starts {
-        return None;
+        return Found::Absent;
     }
     // Where a spelling of the secret so far may end; escapes overlap
     // (a `\` may be a byte or start an escape), so keep every choice.
     let mut ends = vec![0usize];
+    let mut begun = false;
     for &byte in secret {
         let mut next: Vec<usize> = Vec::new();
         for &at in &ends {
-            for width in spellings(&hay[at..], byte) {
+            let rest = &hay[at..];
+            // The bytes end here, or inside what may be an escape.
+            if rest.is_empty() || (rest.len() < WIDEST_ESCAPE && matches!(rest[0], b'%' | b'\\')) {
+                begun = true;
+            }
+            for width in spellings(rest, byte) {
                 if !next.contains(&(at + width)) {
                     next.push(at + width);
                 }
             }
         }
         if next.is_empty() {
-            return None;
+            return if begun { Found::Begun } else { Found::Absent };
         }
         ends = next;
     }
-    ends.into_iter().max()
+    ends.into_iter().max().map_or(Found::Absent, Found::Whole)
 }
 
 /// The widths of every way `hay` starts with `byte`: itself, `%hh` (either
@@ -287,6 +317,16 @@ mod tests {
     fn escaped_forms_are_masked_across_chunk_boundaries() {
         let mut m = Masker::new(["a/b/c/d"]);
         assert_eq!(all(&mut m, &["x a%2", "Fb%2fc", "\\/d y"]), "x *** y");
+    }
+
+    #[test]
+    fn only_what_begins_a_secret_is_held_back() {
+        let mut m = Masker::new(["hunter22"]);
+        assert_eq!(m.mask(b"hello world\n"), b"hello world\n", "nothing held");
+        assert_eq!(m.mask(b"pw: hun"), b"pw: ");
+        assert_eq!(m.mask(b"gry\n"), b"hungry\n");
+        assert_eq!(m.mask(b"50%"), b"50", "a '%' may start an escape");
+        assert_eq!(m.finish(), b"%");
     }
 
     #[test]

@@ -154,22 +154,15 @@ async fn run_process(attempt: &Launch, io: AttemptIo) -> Exit {
         let _ = std::fs::write(attempt.out.join(PGID_FILE), group.to_string());
     }
     let secrets: Vec<&str> = attempt.secrets.iter().map(|(_, v)| v.as_str()).collect();
-    let readers = [
-        child.stdout.take().map(|out| {
-            tokio::spawn(forward(
-                out,
-                Masker::new(secrets.iter().copied()),
-                logs.clone(),
-            ))
-        }),
-        child.stderr.take().map(|err| {
-            tokio::spawn(forward(
-                err,
-                Masker::new(secrets.iter().copied()),
-                logs.clone(),
-            ))
-        }),
-    ];
+    // One masker over both streams, in the order their bytes arrive: a
+    // secret split across them is masked, and what one holds back comes
+    // out before the other's next bytes, not at the end.
+    let reader = tokio::spawn(forward(
+        child.stdout.take(),
+        child.stderr.take(),
+        Masker::new(secrets.iter().copied()),
+        logs.clone(),
+    ));
     let mut stopped: Option<String> = stop.borrow().clone();
     let status = loop {
         if stopped.is_some() {
@@ -193,9 +186,7 @@ async fn run_process(attempt: &Launch, io: AttemptIo) -> Exit {
     };
     // Whatever the step started in the background goes with it.
     signal(group, Signal::SIGKILL);
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.await;
-    }
+    let _ = reader.await;
     let status = match status {
         Ok(status) => status,
         Err(e) => return Exit::failed(format!("lost track of the process: {e}")),
@@ -297,25 +288,55 @@ fn signal(group: Option<Pid>, signal: Signal) {
     }
 }
 
+/// Sends what the step writes on stdout and stderr to `logs`, masked, in
+/// the order it is read, until both end.
 async fn forward(
-    mut stream: impl AsyncRead + Unpin,
+    mut stdout: Option<impl AsyncRead + Unpin>,
+    mut stderr: Option<impl AsyncRead + Unpin>,
     mut masker: Masker,
     logs: mpsc::Sender<Vec<u8>>,
 ) {
-    let mut buffer = vec![0u8; 16 * 1024];
+    let mut out_buffer = vec![0u8; 16 * 1024];
+    let mut err_buffer = vec![0u8; 16 * 1024];
     loop {
-        match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let masked = masker.mask(&buffer[..n]);
-                if !masked.is_empty() && logs.send(masked).await.is_err() {
-                    break;
+        let masked = tokio::select! {
+            // Stdout first when both are ready: a step usually writes there.
+            biased;
+            read = read_some(&mut stdout, &mut out_buffer), if stdout.is_some() => match read {
+                Some(n) => masker.mask(&out_buffer[..n]),
+                None => {
+                    stdout = None;
+                    continue;
                 }
-            }
+            },
+            read = read_some(&mut stderr, &mut err_buffer), if stderr.is_some() => match read {
+                Some(n) => masker.mask(&err_buffer[..n]),
+                None => {
+                    stderr = None;
+                    continue;
+                }
+            },
+            else => break,
+        };
+        if !masked.is_empty() && logs.send(masked).await.is_err() {
+            return;
         }
     }
     let rest = masker.finish();
     if !rest.is_empty() {
         let _ = logs.send(rest).await;
+    }
+}
+
+/// The next bytes of `stream` into `buffer`: how many, or `None` at its
+/// end (or when it fails).
+async fn read_some(
+    stream: &mut Option<impl AsyncRead + Unpin>,
+    buffer: &mut [u8],
+) -> Option<usize> {
+    let stream = stream.as_mut()?;
+    match stream.read(buffer).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
     }
 }

@@ -268,3 +268,24 @@ async fn a_secret_is_masked_in_every_encoding_a_step_prints_it_in() {
     assert!(!log.contains("s3cr3t") && !log.contains("Value"), "{log}");
     assert_eq!(log.matches("***").count(), 5, "{log}");
 }
+
+#[tokio::test]
+async fn one_masker_over_both_streams_keeps_their_order_and_masks_a_secret_split_across_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Half the secret on stdout, the rest on stderr.
+    let launch = attempt(
+        dir.path(),
+        "printf 'tok-12'; sleep 0.2; printf '3456 done\\n' >&2",
+    );
+    let (exit, log) = run(&launch, None).await;
+    assert_eq!(exit.exit_code, Some(0), "{exit:?}");
+    assert_eq!(log, "*** done\n");
+    // Stderr shorter than the secret comes out before stdout's next
+    // line, not spliced in at the end.
+    let launch = attempt(
+        dir.path(),
+        "printf 'ab' >&2; sleep 0.2; echo 'line one'; sleep 0.2; echo 'line two'",
+    );
+    let (_, log) = run(&launch, None).await;
+    assert_eq!(log, "abline one\nline two\n");
+}
