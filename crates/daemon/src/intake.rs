@@ -12,7 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::sync::Arc;
 use thiserror::Error;
-use weir_engine::{Cause, Decision, LastDrift, RunState, drift_decision};
+use weir_engine::{Cause, Decision, LastDrift, drift_decision};
 
 /// A drift report ([`Daemon::drift`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -203,10 +203,7 @@ impl Daemon {
         let at = now();
         let last = match self.store.last_run_by(name, "drift").await? {
             Some(run) => Some(LastDrift {
-                state: run
-                    .state
-                    .parse::<RunState>()
-                    .map_err(|e| TriggerError::Store(weir_store::Error::Corrupt(e.to_string())))?,
+                state: run.state,
                 id: run.id,
                 created_at: run.created_at,
             }),

@@ -1182,9 +1182,9 @@ impl Lowerer<'_> {
                 axes.push(MatrixAxis { key, values });
             }
         }
-        let sizes: Vec<String> = axes.iter().map(|a| a.values.len().to_string()).collect();
         let instances = instances(&axes);
         if instances > MAX_INSTANCES {
+            let sizes: Vec<String> = axes.iter().map(|a| a.values.len().to_string()).collect();
             self.error(
                 node.pos,
                 Code::InvalidValue,

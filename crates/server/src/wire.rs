@@ -165,17 +165,17 @@ fn attempt_state(state: engine::AttemptState) -> api::AttemptState {
     }
 }
 
-/// A run in a listing; `None` when the stored state is not one weir writes.
-pub(crate) fn run_summary(run: weir_store::RunSummary) -> Option<api::RunSummary> {
-    Some(api::RunSummary {
-        state: run_state(run.state.parse().ok()?),
+/// A run in a listing.
+pub(crate) fn run_summary(run: weir_store::RunSummary) -> api::RunSummary {
+    api::RunSummary {
+        state: run_state(run.state),
         id: run.id,
         pipeline: run.pipeline,
         trigger: run.trigger,
         reason: run.reason,
         created_at: run.created_at,
         finished_at: run.finished_at,
-    })
+    }
 }
 
 pub(crate) fn pipeline(loaded: &weir_daemon::Loaded) -> api::Pipeline {

@@ -8,10 +8,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
-use weir_engine::{Attempt, Decision, Run, StepRun};
+use weir_engine::{Attempt, Decision, Run, RunState, StepRun};
 
 /// A run as listings show it.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
     /// The run's id.
     pub id: String,
@@ -20,13 +20,39 @@ pub struct RunSummary {
     /// The kind of what started it (`manual`, `webhook`, …).
     pub trigger: String,
     /// Where it is.
-    pub state: String,
+    pub state: RunState,
     /// Why it ended, when it did not succeed.
     pub reason: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A [`RunSummary`] as its row holds it.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: String,
+    pipeline: String,
+    trigger: String,
+    state: String,
+    reason: Option<String>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl SummaryRow {
+    fn summary(self) -> Result<RunSummary, Error> {
+        Ok(RunSummary {
+            state: parse_state(&self.state)?,
+            id: self.id,
+            pipeline: self.pipeline,
+            trigger: self.trigger,
+            reason: self.reason,
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+        })
+    }
 }
 
 /// Counts for monitoring, from [`Store::counts`].
@@ -513,7 +539,7 @@ impl Store {
 
     /// The latest `limit` runs, newest first.
     pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunSummary>, Error> {
-        let rows = on_db!(&self.db, pool => {
+        let rows: Vec<SummaryRow> = on_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT id, pipeline, trigger, state, reason, created_at, finished_at FROM runs ORDER BY created_at DESC, id DESC LIMIT $1",
             )
@@ -521,7 +547,7 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows)
+        rows.into_iter().map(SummaryRow::summary).collect()
     }
 
     /// Counts for monitoring: runs by state, step instances by state, and
@@ -550,7 +576,7 @@ impl Store {
         pipeline: &str,
         trigger: &str,
     ) -> Result<Option<RunSummary>, Error> {
-        let row = on_db!(&self.db, pool => {
+        let row: Option<SummaryRow> = on_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT id, pipeline, trigger, state, reason, created_at, finished_at FROM runs WHERE pipeline = $1 AND trigger = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
             )
@@ -559,7 +585,7 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        Ok(row)
+        row.map(SummaryRow::summary).transpose()
     }
 
     /// Ids of runs not in a terminal state, oldest first.

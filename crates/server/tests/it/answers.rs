@@ -6,13 +6,11 @@
 //! undocumented fields refused. The document, the wire types and the
 //! handlers cannot drift apart without this failing.
 
-use super::{TOKEN, router_with};
+use super::{TOKEN, answer, router_with, sign};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tower::ServiceExt as _;
 
 const PIPELINE: &str = r#"name: m
 on:
@@ -127,11 +125,7 @@ impl Api {
             .uri(format!("{path}{query}"))
             .body(body)
             .expect("request");
-        let response = self.app.clone().oneshot(request).await.expect("answered");
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
-            .await
-            .expect("body");
+        let (status, bytes) = answer(&self.app, request).await;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             panic!(
                 "{method} {path}{query}: {status}, not JSON ({e}): {}",
@@ -262,9 +256,7 @@ async fn every_answer_of_a_whole_scenario_is_the_documented_shape() {
     // values below and above the rule, histograms.
     let payload = json!({ "ref": "refs/heads/main", "after": "abc123" }).to_string();
     let secret = std::env::var("PATH").expect("PATH is set");
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(payload.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let signature = sign(payload.as_bytes(), &secret);
     for expected in [StatusCode::ACCEPTED, StatusCode::OK] {
         let request = Request::builder()
             .header(header::CONTENT_TYPE, "application/json")

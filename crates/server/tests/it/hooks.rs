@@ -3,12 +3,10 @@
 //! `/metrics` counts afterwards. The decisions themselves are the
 //! daemon's, tested in its own suite.
 
-use super::router_with;
+use super::{answer, router_with, sign};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
-use tower::ServiceExt as _;
 
 const HOOKED: &str = "name: hooked
 on:
@@ -23,21 +21,6 @@ defaults: { executor: process }
 steps:
   a: { run: 'true' }
 ";
-
-fn sign(body: &[u8], key: &str) -> String {
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).expect("key");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Vec<u8>) {
-    let response = app.clone().oneshot(request).await.expect("answered");
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    (status, body.to_vec())
-}
 
 fn hook(pipeline: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Request<Body> {
     let mut request = Request::builder()
@@ -60,16 +43,16 @@ async fn deliveries_are_answered_by_status_and_counted_in_metrics() {
         ("X-Hub-Signature-256", signature.as_str()),
         ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
     ];
-    let (status, body) = send(&app, hook("hooked", payload.clone(), &github)).await;
+    let (status, body) = answer(&app, hook("hooked", payload.clone(), &github)).await;
     assert_eq!(
         status,
         StatusCode::ACCEPTED,
         "{}",
         String::from_utf8_lossy(&body)
     );
-    let answer: Value = serde_json::from_slice(&body).expect("JSON");
-    let run = answer["run"].as_str().expect("a run").to_owned();
-    let (status, body) = send(&app, hook("hooked", payload.clone(), &github)).await;
+    let delivered: Value = serde_json::from_slice(&body).expect("JSON");
+    let run = delivered["run"].as_str().expect("a run").to_owned();
+    let (status, body) = answer(&app, hook("hooked", payload.clone(), &github)).await;
     let replay: Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(
         (status, &replay["run"], &replay["replay"]),
@@ -105,7 +88,7 @@ async fn deliveries_are_answered_by_status_and_counted_in_metrics() {
     ];
     for (request, expected) in refusals {
         let what = request.uri().to_string();
-        let (status, body) = send(&app, request).await;
+        let (status, body) = answer(&app, request).await;
         assert_eq!(
             status,
             expected,
@@ -117,7 +100,7 @@ async fn deliveries_are_answered_by_status_and_counted_in_metrics() {
     }
     let big = vec![b' '; 1024 * 1024 + 1];
     let signature = sign(&big, &secret);
-    let (status, _) = send(
+    let (status, _) = answer(
         &app,
         hook("hooked", big, &[("X-Weir-Signature-256", &signature)]),
     )
@@ -131,7 +114,7 @@ async fn deliveries_are_answered_by_status_and_counted_in_metrics() {
             .uri("/metrics")
             .body(Body::empty())
             .expect("request");
-        let (_, body) = send(&app, request).await;
+        let (_, body) = answer(&app, request).await;
         let text = String::from_utf8(body).expect("text");
         if text
             .lines()

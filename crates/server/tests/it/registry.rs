@@ -1,11 +1,10 @@
 //! Promotions through the router: a model or alias name that breaks the
 //! format's naming rule is refused whole, saying why, and moves nothing.
 
-use super::{TOKEN, router_with};
+use super::{TOKEN, answer, router_with};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 const REGISTERED: &str = "name: reg
 defaults: { executor: process }
@@ -28,15 +27,7 @@ async fn send(
         request = request.header(header::CONTENT_TYPE, "application/json");
     }
     let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let response = (app
-        .clone()
-        .oneshot(request.body(body).expect("request"))
-        .await)
-        .expect("answered");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("body");
+    let (status, bytes) = answer(app, request.body(body).expect("request")).await;
     (status, serde_json::from_slice(&bytes).expect("JSON"))
 }
 
