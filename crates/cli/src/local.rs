@@ -99,9 +99,17 @@ impl StoreArgs {
             grace: Duration::from_secs(grace),
             gpus,
             keep_containers,
+            supervisor: supervisor(),
         };
         Ok((config, self.output))
     }
+}
+
+/// This very binary as the supervisor of process steps (`weir supervise`),
+/// so they outlive a weir that is killed; none when it cannot be found.
+fn supervisor() -> Option<(std::path::PathBuf, Vec<String>)> {
+    let me = std::env::current_exe().ok()?;
+    Some((me, vec!["supervise".to_owned()]))
 }
 
 /// Shows each step's new state: on a terminal, one live line per step

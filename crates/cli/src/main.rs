@@ -71,6 +71,9 @@ enum Command {
     Events(remote::RunsArgs),
     /// One run per schedule slot in a range, each slot run at most once.
     Backfill(remote::BackfillArgs),
+    /// What weir starts to run process steps so they outlive it (internal).
+    #[command(hide = true)]
+    Supervise,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +99,9 @@ fn main() -> ExitCode {
         Command::Lineage(args) => models::lineage(&args),
         Command::Events(args) => remote::events(&args),
         Command::Backfill(args) => remote::backfill(&args),
+        Command::Supervise => weir_daemon::supervise()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
     };
     match outcome {
         Ok(code) => code,

@@ -21,7 +21,7 @@ async fn weir_runs(command: &str, n: usize) -> (Duration, Vec<Duration>) {
     let store = Store::connect(&format!("sqlite://{}/weir.db", dir.path().display()))
         .await
         .expect("store");
-    let executors = Executors::connect(dir.path(), Docker::Required, false)
+    let executors = Executors::connect(dir.path(), Docker::Required, false, None)
         .await
         .expect("a Docker engine");
     let yaml = format!(

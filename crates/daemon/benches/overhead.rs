@@ -92,7 +92,7 @@ async fn weir(yaml: &str, max_running: usize) -> Duration {
         data: dir.path().to_owned(),
         max_running,
         grace: Duration::from_secs(1),
-        executors: Executors::connect(dir.path(), Docker::Skip, false)
+        executors: Executors::connect(dir.path(), Docker::Skip, false, None)
             .await
             .expect("executors"),
         gpus: Vec::new(),

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
 use weir_engine::{Event, Outcome, Prepared, Run, prepare};
 use weir_executor::{AttemptIo, AttemptKey, Executor, Exit, Found, Launch, Pull};
 use weir_model::Pipeline;
@@ -24,8 +25,9 @@ use weir_store::Store;
 pub(crate) enum Report {
     /// The attempt's process or container exists.
     Started(usize, u32),
-    /// It ended so.
-    Exited(usize, u32, Box<Outcome>),
+    /// It ended so; the loop answers on the sender, when there is one,
+    /// once that exit is committed (then what is left of it is released).
+    Exited(usize, u32, Box<Outcome>, Option<oneshot::Sender<()>>),
 }
 
 /// An attempt a previous process left that an executor can take up.
@@ -74,6 +76,8 @@ pub(crate) struct Starter<'a> {
     pub(crate) pipeline: &'a Pipeline,
     pub(crate) options: &'a Options,
     pub(crate) reports: mpsc::Sender<Report>,
+    /// The run's attempt tasks, which the loop waits for before it ends.
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Starter<'_> {
@@ -93,14 +97,14 @@ impl Starter<'_> {
         if let StepKind::Register(register) = kind {
             let new = registration(self.pipeline, run, step, register, self.options);
             let store = self.store.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let _ = reports.send(Report::Started(step, attempt)).await;
                 let outcome = match new {
                     Ok(new) => register_version(&store, new).await,
                     Err(error) => Outcome::failed(error.to_string()),
                 };
                 let _ = reports
-                    .send(Report::Exited(step, attempt, Box::new(outcome)))
+                    .send(Report::Exited(step, attempt, Box::new(outcome), None))
                     .await;
             });
             return stop;
@@ -108,7 +112,7 @@ impl Starter<'_> {
         let launch = self.launch(run, step, attempt);
         let store = self.store.clone();
         let run_id = run.id.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let Ready {
                 executor,
                 launch,
@@ -118,7 +122,7 @@ impl Starter<'_> {
                 Err(error) => {
                     let outcome = Outcome::failed(error.to_string());
                     let _ = reports
-                        .send(Report::Exited(step, attempt, Box::new(outcome)))
+                        .send(Report::Exited(step, attempt, Box::new(outcome), None))
                         .await;
                     return;
                 }
@@ -163,9 +167,20 @@ impl Starter<'_> {
             let _ = announce.await;
             let _ = writer.await;
             let outcome = hash_artifacts(outcome(exit), launch.work.clone(), artifacts).await;
+            let (committed, on_commit) = oneshot::channel();
             let _ = reports
-                .send(Report::Exited(step, attempt, Box::new(outcome)))
+                .send(Report::Exited(
+                    step,
+                    attempt,
+                    Box::new(outcome),
+                    Some(committed),
+                ))
                 .await;
+            // Not before: a weir that dies first finds the attempt ended
+            // (an exited container, a recorded exit), not lost.
+            if on_commit.await.is_ok() {
+                executor.release(&launch).await;
+            }
         });
         stop
     }
@@ -304,11 +319,17 @@ pub(crate) fn granted(run: &Run, step: usize, attempt: u32) -> Vec<String> {
 
 /// What became of the attempts a previous process left unfinished, asked
 /// of every executor. What an executor can take up (a container, running
-/// or exited) is: its log continues where the store left off and its exit
+/// or exited; a process step whose supervisor lives or whose exit is
+/// recorded) is: its log continues where the store left off and its exit
 /// is collected. Anything else is lost (weir's failure, not the step's),
-/// after what may still run of it — a process step's orphaned group — is
-/// discarded, so no attempt runs twice.
+/// after what may still run of it — a process step whose supervisor died
+/// with weir — is discarded, so no attempt runs twice. What is left of
+/// attempts whose exit was committed but not yet released is discarded.
 pub(crate) async fn recover(run: &Run, options: &Options) -> (Vec<Event>, Vec<TakeUp>) {
+    if run.steps.iter().all(|s| s.attempts.is_empty()) {
+        // A new run: nothing of it can be out there.
+        return (Vec::new(), Vec::new());
+    }
     let unfinished: Vec<(usize, u32)> = run
         .steps
         .iter()
@@ -321,9 +342,6 @@ pub(crate) async fn recover(run: &Run, options: &Options) -> (Vec<Event>, Vec<Ta
                 .map(move |a| (step, a.number))
         })
         .collect();
-    if unfinished.is_empty() {
-        return (Vec::new(), Vec::new());
-    }
     let mut found: Vec<(Arc<dyn Executor>, Found)> = Vec::new();
     for executor in options.executors.all() {
         match executor.find(&run.id).await {
@@ -334,6 +352,11 @@ pub(crate) async fn recover(run: &Run, options: &Options) -> (Vec<Event>, Vec<Ta
                 error = %e,
                 "cannot look for the attempts a previous weir left"
             ),
+        }
+    }
+    for (executor, f) in &found {
+        if !unfinished.contains(&(f.key.step, f.key.attempt)) {
+            executor.discard(f).await;
         }
     }
     let mut lost = Vec::new();

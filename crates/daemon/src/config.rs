@@ -30,6 +30,10 @@ pub struct Config {
     pub gpus: Option<Vec<String>>,
     /// Keep the containers of finished steps.
     pub keep_containers: bool,
+    /// The program, with its arguments, that starts process steps so they
+    /// outlive this weir (the binary's `weir supervise`); `None`: they are
+    /// waited for in this process, and lost when it dies.
+    pub supervisor: Option<(PathBuf, Vec<String>)>,
 }
 
 /// Why the daemon's parts could not be built from a [`Config`].
@@ -128,7 +132,9 @@ impl Config {
     async fn options(&self, docker: Docker, gpus: Vec<String>) -> Result<Options, ConfigError> {
         let data =
             std::env::current_dir().map_or_else(|_| self.data.clone(), |d| d.join(&self.data));
-        let executors = Executors::connect(&data, docker, self.keep_containers).await?;
+        let executors =
+            Executors::connect(&data, docker, self.keep_containers, self.supervisor.clone())
+                .await?;
         Ok(Options {
             data,
             max_running: self.max_running,
@@ -187,13 +193,20 @@ pub struct Executors(BTreeMap<&'static str, Arc<dyn Executor>>);
 
 impl Executors {
     /// The executors of a daemon whose data folder is `data`: processes
-    /// always, Docker as `docker` says.
+    /// always (started by `supervisor` when there is one), Docker as
+    /// `docker` says.
     pub async fn connect(
         data: &Path,
         docker: Docker,
         keep_containers: bool,
+        supervisor: Option<(PathBuf, Vec<String>)>,
     ) -> Result<Executors, weir_executor::Error> {
-        let mut executors = Executors::default().with(ProcessExecutor::new(data.join("runs")));
+        let runs = data.join("runs");
+        let processes = match supervisor {
+            Some((program, args)) => ProcessExecutor::supervised(runs, program, args),
+            None => ProcessExecutor::new(runs),
+        };
+        let mut executors = Executors::default().with(processes);
         if docker != Docker::Skip {
             match DockerExecutor::connect(keep_containers).await {
                 Ok(engine) => executors = executors.with(engine),

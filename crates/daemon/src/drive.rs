@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
 use weir_engine::{Action, Event, Run, StepState, StopReason, Time, advance};
 use weir_model::Pipeline;
 use weir_model::pipeline::StepKind;
@@ -108,6 +109,7 @@ pub async fn drive_with(
         pipeline,
         options,
         reports,
+        tasks: TaskTracker::new(),
     };
     let (lost, take_up) = recover(&run, options).await;
     let mut queue: VecDeque<Event> = lost.into();
@@ -123,6 +125,8 @@ pub async fn drive_with(
     let mut freed = options.usage.freed.subscribe();
     let mut listening = true;
     let mut replies: Vec<oneshot::Sender<Result<(), crate::DecideError>>> = Vec::new();
+    // Exits reported, answered once committed.
+    let mut exits: Vec<oneshot::Sender<()>> = Vec::new();
     // An error leaves attempts behind that this loop no longer follows:
     // their share of the daemon-wide load is given back with it.
     let result: Result<Run, DriveError> = async {
@@ -179,14 +183,22 @@ pub async fn drive_with(
             for reply in replies.drain(..) {
                 let _ = reply.send(Ok(()));
             }
+            for exit in exits.drain(..) {
+                let _ = exit.send(());
+            }
             if run.state.is_terminal() && stops.is_empty() {
+                // Each attempt releases what is left of it once its exit
+                // is committed: the run ends after that.
+                starter.tasks.close();
+                starter.tasks.wait().await;
                 return Ok(run.clone());
             }
             let sleep = wake.map(|at| (at - now()).to_std().unwrap_or(Duration::ZERO));
             tokio::select! {
                 report = inbox.recv() => match report {
                     Some(Report::Started(step, attempt)) => queue.push_back(Event::Started { step, attempt }),
-                    Some(Report::Exited(step, attempt, outcome)) => {
+                    Some(Report::Exited(step, attempt, outcome, committed)) => {
+                        exits.extend(committed);
                         stops.remove(&(step, attempt));
                         options.usage.release(&run.id, &granted(&run, step, attempt));
                         queue.push_back(Event::Exited { step, attempt, outcome: *outcome });

@@ -37,3 +37,6 @@ pub use schedules::CATCHUP_CAP;
 // The engine's values the daemon hands out, so that its users name them
 // through the daemon.
 pub use weir_engine::{Cause, Run};
+// The main loop of the process that starts process steps so they outlive
+// weir: the binary runs it as `weir supervise`.
+pub use weir_executor::supervise;

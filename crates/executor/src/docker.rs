@@ -107,14 +107,11 @@ impl DockerExecutor {
         }
         let _ = started.send(());
         let outcome = self.follow(&name, attempt, logs, &mut stop, 0).await;
-        let outcome = Exit {
+        // The container stays until its exit is committed: `release`.
+        Exit {
             image: Some(image_id),
             ..outcome
-        };
-        if !self.keep_containers {
-            self.remove(&name).await;
         }
-        outcome
     }
 
     /// Makes sure `image` is on the host as `pull` says, writing pull
@@ -371,7 +368,7 @@ impl DockerExecutor {
     /// Takes up an attempt whose container a crashed weir left behind,
     /// running or exited: its log from byte `skip` of the masked output on
     /// (what the store has is not sent twice), its exit, its outputs; the
-    /// container is removed as after any attempt.
+    /// container is released as after any attempt.
     async fn take_up(&self, name: &str, attempt: &Launch, skip: u64, io: AttemptIo) -> Exit {
         let AttemptIo {
             logs,
@@ -394,14 +391,10 @@ impl DockerExecutor {
         }
         let _ = started.send(());
         let outcome = self.follow(name, attempt, logs, &mut stop, skip).await;
-        let outcome = Exit {
+        Exit {
             image: container.image,
             ..outcome
-        };
-        if !self.keep_containers {
-            self.remove(name).await;
         }
-        outcome
     }
 
     /// The HostConfig of a created container, for tests and diagnostics.
@@ -457,6 +450,15 @@ impl Executor for DockerExecutor {
 
     fn discard<'a>(&'a self, found: &'a Found) -> BoxFuture<'a, ()> {
         Box::pin(self.remove(&found.handle))
+    }
+
+    fn release<'a>(&'a self, launch: &'a Launch) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if !self.keep_containers {
+                let name = container_name(&launch.key.run, &launch.step, launch.key.attempt);
+                self.remove(&name).await;
+            }
+        })
     }
 }
 

@@ -171,7 +171,10 @@ pub enum Error {
 /// Something that runs attempts: a Docker engine, the host's processes.
 ///
 /// The daemon holds one per `executor:` name and hands each attempt of a
-/// step to the executor the step names. Every method reports through its
+/// step to the executor the step names. An attempt ends in two steps: its
+/// [`launch`](Executor::launch) (or [`reattach`](Executor::reattach))
+/// returns the [`Exit`], and [`release`](Executor::release) clears it away
+/// once the caller has stored that exit. Every method reports through its
 /// return value; none of them panics on a bad launch.
 pub trait Executor: Send + Sync {
     /// The step's `executor:` value this executor answers to.
@@ -196,4 +199,10 @@ pub trait Executor: Send + Sync {
 
     /// Ends and removes what is left of `found`, so it never runs twice.
     fn discard<'a>(&'a self, found: &'a Found) -> BoxFuture<'a, ()>;
+
+    /// Removes what is left of `launch`'s attempt once the caller has
+    /// committed its exit. Until then it stays (an exited container, a
+    /// recorded exit status), so a weir that dies before the commit finds
+    /// it ended, not lost.
+    fn release<'a>(&'a self, launch: &'a Launch) -> BoxFuture<'a, ()>;
 }

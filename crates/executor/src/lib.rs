@@ -6,7 +6,8 @@
 //! `contract.rs` holds what every executor hands a step (the `WEIR_*`
 //! environment, the work and out folders, `metrics.json` and
 //! `outputs.json`); `mask.rs` hides secret values in logs; `docker.rs` and
-//! `process.rs` are the two executors; `gpu.rs` lists the host's GPUs.
+//! `process.rs` are the two executors (`supervise.rs` keeps a process
+//! step's output and exit where a restarted weir finds them); `gpu.rs` lists the host's GPUs.
 //! Not here: SQL, HTTP, pipelines, or deciding what runs next (that is the
 //! engine's): this crate depends on no other of weir's.
 
@@ -16,6 +17,7 @@ mod executor;
 mod gpu;
 mod mask;
 mod process;
+mod supervise;
 
 pub use contract::{OUTPUT_LIMIT, OutputError, collect, read_outputs};
 pub use docker::{DockerExecutor, container_name};
@@ -23,3 +25,4 @@ pub use executor::{AttemptIo, AttemptKey, Error, Executor, Exit, Found, Launch, 
 pub use gpu::{Gpu, NVIDIA_SMI_ARGS, inventory, parse_query};
 pub use mask::Masker;
 pub use process::ProcessExecutor;
+pub use supervise::supervise;

@@ -60,7 +60,7 @@ impl TestDaemon {
         let data = dir.join("data");
         let store = store(&data).await;
         let options = Options {
-            executors: Executors::connect(&data, Docker::Skip, false)
+            executors: Executors::connect(&data, Docker::Skip, false, None)
                 .await
                 .expect("executors"),
             data,

@@ -62,7 +62,20 @@ fn unique(name: &str) -> String {
     format!("{name}{}", std::process::id())
 }
 
+/// Runs to the end and releases the container, as weir does once the exit
+/// is committed.
 async fn run(docker: &DockerExecutor, a: &Launch, stop_after: Option<Duration>) -> (Exit, String) {
+    let ended = launch_only(docker, a, stop_after).await;
+    docker.release(a).await;
+    ended
+}
+
+/// Runs to the end, leaving the container.
+async fn launch_only(
+    docker: &DockerExecutor,
+    a: &Launch,
+    stop_after: Option<Duration>,
+) -> (Exit, String) {
     let (logs, mut received) = mpsc::channel(64);
     let (stop, stopped) = watch::channel(None);
     let collector = tokio::spawn(async move {
@@ -92,12 +105,12 @@ async fn run(docker: &DockerExecutor, a: &Launch, stop_after: Option<Duration>) 
 }
 
 #[tokio::test]
-async fn a_container_gets_the_contract_and_is_removed_after() {
+async fn a_container_gets_the_contract_and_stays_until_released() {
     let Some(docker) = docker().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let line = "env | sort; pwd; echo '{\"acc\": 0.5}' > /weir/out/metrics.json; echo out > /weir/work/file; echo err >&2";
     let a = attempt(dir.path(), &unique("contract"), shell(line));
-    let (outcome, log) = run(&docker, &a, None).await;
+    let (outcome, log) = launch_only(&docker, &a, None).await;
     assert_eq!(outcome.exit_code, Some(0), "{outcome:?}\n{log}");
     assert_eq!(outcome.error, None);
     assert_eq!(outcome.metrics["acc"], 0.5);
@@ -126,11 +139,19 @@ async fn a_container_gets_the_contract_and_is_removed_after() {
         std::fs::read_to_string(dir.path().join("work/file")).expect("shared work folder"),
         "out\n"
     );
+    // Until its exit is committed the container stays, exited, where a
+    // restarted weir finds it and takes it up; release removes it.
+    let name = container_name(&a.key.run, &a.step, 1);
     assert!(
-        docker
-            .host_config(&container_name(&a.key.run, &a.step, 1))
-            .await
-            .is_none(),
+        docker.host_config(&name).await.is_some(),
+        "removed too soon"
+    );
+    let found = docker.find(&a.key.run).await.expect("find");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].resumable && !found[0].running, "{found:?}");
+    docker.release(&a).await;
+    assert!(
+        docker.host_config(&name).await.is_none(),
         "container left behind"
     );
 }

@@ -60,6 +60,61 @@ async fn run(attempt: &Launch, stop_after: Option<Duration>) -> (Exit, String) {
     (outcome, collector.await.expect("collector"))
 }
 
+/// Launches on `executor`; with `drop_after`, the launch is dropped then
+/// (as when weir dies), answering `dropped`.
+async fn launch_with(
+    executor: &ProcessExecutor,
+    attempt: &Launch,
+    drop_after: Option<Duration>,
+) -> (Exit, String) {
+    let (logs, mut received) = mpsc::channel(64);
+    let (_stop, stopped) = watch::channel(None);
+    let collector = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(chunk) = received.recv().await {
+            all.extend(chunk);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let io = AttemptIo {
+        logs,
+        stop: stopped,
+        started: tokio::sync::oneshot::channel().0,
+    };
+    let exit = match drop_after {
+        Some(after) => tokio::time::timeout(after, executor.launch(attempt, io))
+            .await
+            .unwrap_or_else(|_| Exit::failed("dropped")),
+        None => executor.launch(attempt, io).await,
+    };
+    (exit, collector.await.expect("collector"))
+}
+
+/// Takes up `found` from byte `skip` on, to its end.
+async fn reattach(
+    executor: &ProcessExecutor,
+    found: &weir_executor::Found,
+    attempt: &Launch,
+    skip: u64,
+) -> (Exit, String) {
+    let (logs, mut received) = mpsc::channel(64);
+    let (_stop, stopped) = watch::channel(None);
+    let collector = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(chunk) = received.recv().await {
+            all.extend(chunk);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let io = AttemptIo {
+        logs,
+        stop: stopped,
+        started: tokio::sync::oneshot::channel().0,
+    };
+    let exit = executor.reattach(found, attempt, skip, io).await;
+    (exit, collector.await.expect("collector"))
+}
+
 /// Whether the process whose pid is in `pid_file` still runs (a zombie
 /// waiting for its parent to reap it has ended).
 fn alive(pid_file: &Path) -> bool {
@@ -243,7 +298,62 @@ async fn a_group_left_by_a_dead_weir_is_found_and_discarded() {
     let _ = child.wait();
     assert!(gone(&dir.path().join("child.pid")).await);
     let again = executor.find("run-9").await.expect("find");
-    assert!(!again[0].running, "{again:?}");
+    assert!(again.is_empty(), "{again:?}");
+}
+
+/// A step that ended while no weir committed its exit keeps that exit on
+/// disk: found ended and resumable, taken up with its log and exit, until
+/// released.
+#[tokio::test]
+async fn an_ended_step_stays_recorded_until_released() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut launch = attempt(dir.path(), "echo one; echo tok-123456 >&2; exit 3");
+    launch.out = dir.path().join("runs/run-7/out/train-2");
+    let executor = ProcessExecutor::new(dir.path().join("runs"));
+    let (exit, log) = launch_with(&executor, &launch, None).await;
+    assert_eq!((exit.exit_code, log.as_str()), (Some(3), "one\n***\n"));
+
+    let found = executor.find("run-7").await.expect("find");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(!found[0].running && found[0].resumable, "{found:?}");
+    assert_eq!((found[0].key.step, found[0].key.attempt), (0, 2));
+    // Taken up with the first 4 bytes stored already: the rest, once.
+    let (exit, log) = reattach(&executor, &found[0], &launch, 4).await;
+    assert_eq!((exit.exit_code, log.as_str()), (Some(3), "***\n"));
+
+    executor.release(&launch).await;
+    assert!(executor.find("run-7").await.expect("find").is_empty());
+    assert!(
+        !launch.out.join(".weir-log").exists(),
+        "raw log left behind"
+    );
+}
+
+/// A step whose weir stopped following it mid-run (here: the launch
+/// dropped) goes on, is found running and taken up: its log continues
+/// from the byte the store has, nothing lost or doubled, and its exit
+/// comes back.
+#[tokio::test]
+async fn a_step_left_running_is_taken_up_with_its_log_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut launch = attempt(
+        dir.path(),
+        "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.2; done; echo '{\"n\": 6}' > $WEIR_OUT/metrics.json",
+    );
+    launch.out = dir.path().join("runs/run-7/out/train-2");
+    let executor = ProcessExecutor::new(dir.path().join("runs"));
+    let (early, _) = launch_with(&executor, &launch, Some(Duration::from_millis(500))).await;
+    assert_eq!(early.error.as_deref(), Some("dropped"), "{early:?}");
+    let stored = std::fs::read(launch.out.join(".weir-log")).expect("raw log");
+    let found = executor.find("run-7").await.expect("find");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].running && found[0].resumable, "{found:?}");
+    let (exit, rest) = reattach(&executor, &found[0], &launch, stored.len() as u64).await;
+    assert_eq!(exit.exit_code, Some(0), "{exit:?}");
+    assert_eq!(exit.metrics["n"], 6);
+    let whole = format!("{}{rest}", String::from_utf8_lossy(&stored));
+    let expected: String = (1..=6).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(whole, expected);
 }
 
 #[tokio::test]

@@ -52,7 +52,7 @@ async fn router_and_daemon(
         .await
         .expect("store");
     let options = Options {
-        executors: Executors::connect(&data, Docker::Skip, false)
+        executors: Executors::connect(&data, Docker::Skip, false, None)
             .await
             .expect("executors"),
         data,
