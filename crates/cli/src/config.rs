@@ -214,6 +214,10 @@ pub(crate) fn init_logging(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk) is
+        // dropped: reporting it would panic the task that logged it and
+        // close that request's connection without an answer.
+        .log_internal_errors(false)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

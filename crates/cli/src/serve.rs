@@ -165,7 +165,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 async fn shutdown() {
     signal().await;
     eprintln!(
-        "weir: shutting down; running containers are taken up at the next start (a second signal exits at once)"
+        "weir: shutting down; running steps are taken up at the next start (a second signal exits at once)"
     );
     tokio::spawn(async {
         tokio::select! {

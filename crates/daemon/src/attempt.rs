@@ -142,11 +142,15 @@ impl Starter<'_> {
             let writer = {
                 let store = store.clone();
                 let run_id = run_id.clone();
+                // A take-up continues the log at the byte the store has.
+                let mut at = take_up
+                    .as_ref()
+                    .filter(|t| t.executor.name() == executor.name())
+                    .map_or(0, |t| t.skip);
                 tokio::spawn(async move {
                     while let Some(chunk) = chunks.recv().await {
-                        if let Err(e) = store.append_log(&run_id, step, attempt, &chunk).await {
-                            tracing::error!(run = run_id, step, error = %e, "cannot store a step log");
-                        }
+                        store_chunk(&store, &run_id, step, attempt, at, &chunk).await;
+                        at += chunk.len() as u64;
                     }
                 })
             };
@@ -249,6 +253,27 @@ impl Starter<'_> {
             launch,
             artifacts,
         })
+    }
+}
+
+/// Stores one chunk of an attempt's log, trying again with backoff while
+/// the store is away (the executor waits meanwhile: its output stays with
+/// the process's file or Docker's log); the write is idempotent, so a
+/// retry after a lost answer stores nothing twice. A closed store (the
+/// daemon's end) gives up: the next weir takes the attempt up from the
+/// byte the store has.
+async fn store_chunk(store: &Store, run: &str, step: usize, attempt: u32, at: u64, chunk: &[u8]) {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match store.append_log(run, step, attempt, at, chunk).await {
+            Ok(()) => return,
+            Err(e) if e.is_closed() => return,
+            Err(e) => {
+                tracing::warn!(run, step, error = %e, retry_in = ?delay, "cannot store a step log yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
     }
 }
 

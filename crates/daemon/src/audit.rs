@@ -54,8 +54,23 @@ impl Auditor {
                         at: entry.at,
                     })
                     .collect();
-                if let Err(e) = store.append_audit_all(&key, &entries).await {
-                    tracing::error!(error = %e, entries = entries.len(), "cannot append to the audit log");
+                // While the store is away the batch waits for it (what is
+                // recorded meanwhile queues up behind); only another
+                // failure, or the store closed, gives it up.
+                let mut delay = std::time::Duration::from_millis(100);
+                loop {
+                    match store.append_audit_all(&key, &entries).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_unavailable() => {
+                            tracing::warn!(error = %e, entries = entries.len(), retry_in = ?delay, "the store is away; audit entries wait for it");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, entries = entries.len(), "cannot append to the audit log");
+                            break;
+                        }
+                    }
                 }
                 drop(entries);
                 batch.clear();

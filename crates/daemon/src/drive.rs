@@ -124,6 +124,8 @@ pub async fn drive_with(
     // Seen before each decision, so a slot freed after it wakes this run.
     let mut freed = options.usage.freed.subscribe();
     let mut listening = true;
+    // Controls that came while a commit waited for the store.
+    let mut held: VecDeque<Control> = VecDeque::new();
     let mut replies: Vec<oneshot::Sender<Result<(), crate::DecideError>>> = Vec::new();
     // Exits reported, answered once committed.
     let mut exits: Vec<oneshot::Sender<()>> = Vec::new();
@@ -138,7 +140,11 @@ pub async fn drive_with(
                     .usage
                     .capacity(options.max_running, &options.gpus, &run.id);
                 let actions = advance(&mut run, pipeline, event, now(), capacity)?;
-                store.save_run(&before, &run).await?;
+                if !commit(store, &before, &run, &mut control, &mut held).await? {
+                    // Detached while the store was away: the run stays as
+                    // last committed, for the next start to take up.
+                    return Ok(before);
+                }
                 for (index, (old, new)) in before.steps.iter().zip(&run.steps).enumerate() {
                     if old.state != new.state {
                         on_change(
@@ -209,7 +215,7 @@ pub async fn drive_with(
                     queue.push_back(Event::Tick);
                 }
                 Ok(()) = freed.changed() => queue.push_back(Event::Tick),
-                asked = control.recv(), if listening => match asked {
+                asked = next_control(&mut held, &mut control), if listening => match asked {
                     Some(Control::Cancel(reason)) => queue.push_back(Event::Cancel { reason }),
                     // Every decision so far is committed: let go of the run.
                     Some(Control::Detach) => return Ok(run.clone()),
@@ -242,6 +248,59 @@ pub async fn drive_with(
         }
     }
     result
+}
+
+/// The next control: one held back during a commit first.
+async fn next_control(
+    held: &mut VecDeque<Control>,
+    control: &mut mpsc::Receiver<Control>,
+) -> Option<Control> {
+    match held.pop_front() {
+        Some(asked) => Some(asked),
+        None => control.recv().await,
+    }
+}
+
+/// Commits the engine's decision, trying again with backoff (100 ms
+/// doubling to 5 s) for as long as the store fails, so that a run loop
+/// outlives a database outage: every write of a run is an upsert, so a
+/// commit whose answer was lost is written again harmlessly. Controls that
+/// come meanwhile are held for the loop, except a `Detach`, which ends
+/// the wait: false. Only a closed store (the daemon's end) is an error.
+async fn commit(
+    store: &Store,
+    before: &Run,
+    after: &Run,
+    control: &mut mpsc::Receiver<Control>,
+    held: &mut VecDeque<Control>,
+) -> Result<bool, DriveError> {
+    let mut delay = Duration::from_millis(100);
+    let mut listening = true;
+    loop {
+        let error = match store.save_run(before, after).await {
+            Ok(()) => return Ok(true),
+            Err(e) if e.is_closed() => return Err(e.into()),
+            Err(e) => e,
+        };
+        if error.is_unavailable() {
+            tracing::warn!(run = %after.id, error = %error, retry_in = ?delay, "the store is away; the run waits for it");
+        } else {
+            tracing::error!(run = %after.id, error = %error, retry_in = ?delay, "cannot commit the run's state; trying again");
+        }
+        let wake = tokio::time::sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                () = &mut wake => break,
+                asked = control.recv(), if listening => match asked {
+                    Some(Control::Detach) => return Ok(false),
+                    Some(other) => held.push_back(other),
+                    None => listening = false,
+                },
+            }
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 fn timeout_note(pipeline: &Pipeline, run: &Run, step: usize) -> String {

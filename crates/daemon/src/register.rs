@@ -114,7 +114,20 @@ pub(crate) async fn register_version(store: &Store, new: Registration) -> Outcom
         alias: new.alias.as_deref(),
         at: now(),
     };
-    match store.register_model(&version).await {
+    // While the store is away the step waits for it: a registration is
+    // unique per run and step, so one tried again is not made twice.
+    let mut delay = std::time::Duration::from_millis(100);
+    let registered = loop {
+        match store.register_model(&version).await {
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(model = %new.model, error = %e, retry_in = ?delay, "the store is away; the registration waits for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => break other,
+        }
+    };
+    match registered {
         Ok(registered) => {
             tracing::info!(model = %new.model, version = registered.version, run = %new.run_id, "model registered");
             let outputs = serde_json::json!({

@@ -15,8 +15,7 @@ use crate::contract::collect;
 use crate::executor::{AttemptIo, AttemptKey, Error, Executor, Exit, Found, Launch};
 use crate::mask::Masker;
 use crate::supervise::{
-    EXIT_FILE, FILES, KEY_FILE, LOG_FILE, PGID_FILE, Spawn, SpawnError, exit_of, kill_group,
-    owner_alive, reap, start,
+    EXIT_FILE, FILES, LOG_FILE, Record, Spawn, SpawnError, exit_of, kill_group, reap, start,
 };
 use futures_util::future::BoxFuture;
 use nix::sys::signal::Signal;
@@ -154,11 +153,11 @@ impl Executor for ProcessExecutor {
     ) -> BoxFuture<'a, Exit> {
         Box::pin(async move {
             let out = Path::new(&found.handle);
-            let Some(pgid) = pgid_of(out) else {
+            let Some(record) = Record::read(out) else {
                 return Exit::failed(format!("{} names no process group", out.display()));
             };
             let _ = io.started.send(());
-            follow(out, pgid, launch, io.logs, io.stop, skip, None).await
+            follow(out, record.pgid, launch, io.logs, io.stop, skip, None).await
         })
     }
 
@@ -178,21 +177,21 @@ impl Executor for ProcessExecutor {
             let mut found = Vec::new();
             for entry in entries.flatten() {
                 let out = entry.path();
-                let (Some(pgid), Some((step, attempt))) = (pgid_of(&out), key_of(&out)) else {
+                let Some(record) = Record::read(&out) else {
                     continue;
                 };
                 let ended = out.join(EXIT_FILE).exists();
-                let running = !ended && group_runs_in(pgid, &out);
+                let running = !ended && group_runs_in(record.pgid, &out);
                 found.push(Found {
                     key: AttemptKey {
                         run: run.to_owned(),
-                        step,
-                        attempt,
+                        step: record.step,
+                        attempt: record.attempt,
                     },
                     handle: out.display().to_string(),
                     running,
                     // Its exit is known, or someone waits to record it.
-                    resumable: ended || owner_alive(&out),
+                    resumable: ended || record.owner_alive(),
                 });
             }
             Ok(found)
@@ -202,10 +201,10 @@ impl Executor for ProcessExecutor {
     fn discard<'a>(&'a self, found: &'a Found) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let out = Path::new(&found.handle);
-            if let Some(pgid) = pgid_of(out)
-                && group_runs_in(pgid, out)
+            if let Some(record) = Record::read(out)
+                && group_runs_in(record.pgid, out)
             {
-                kill_group(pgid, Signal::SIGKILL);
+                kill_group(record.pgid, Signal::SIGKILL);
             }
             forget(out);
         })
@@ -272,7 +271,10 @@ async fn follow(
                 Some(_) => {}
             }
         }
-        if ended.is_none() && !owner_alive(out) && !group_runs_in(pgid, out) {
+        if ended.is_none()
+            && !Record::read(out).is_some_and(|r| r.owner_alive())
+            && !group_runs_in(pgid, out)
+        {
             let since = *orphaned_since.get_or_insert_with(Instant::now);
             if since.elapsed() > Duration::from_secs(2) {
                 log.finish(&logs).await;
@@ -498,20 +500,6 @@ impl Remote {
             _child: child,
         })
     }
-}
-
-fn pgid_of(out: &Path) -> Option<u32> {
-    std::fs::read_to_string(out.join(PGID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn key_of(out: &Path) -> Option<(usize, u32)> {
-    let text = std::fs::read_to_string(out.join(KEY_FILE)).ok()?;
-    let (step, attempt) = text.trim().split_once(' ')?;
-    Some((step.parse().ok()?, attempt.parse().ok()?))
 }
 
 /// Whether a live process of group `pgid` runs with `WEIR_OUT=out` in its

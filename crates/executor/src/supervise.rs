@@ -11,11 +11,11 @@
 //! ended, and leaves when the last has.
 //!
 //! The files of an attempt's out folder, which recovery reads back:
-//! `.weir-log` (the raw output), `.weir-pgid` (the process group),
-//! `.weir-owner` (the supervisor, as `pid start-time`, so a reused pid is
-//! never taken for it), `.weir-attempt` (the step index and attempt
-//! number: written last, so an attempt with it has all the others) and,
-//! once the step has ended, `.weir-exit` (`code N` or `signal N`).
+//! `.weir-log` (the raw output), `.weir-attempt` (one line: the step
+//! index, the attempt number, the process group, and the supervisor as
+//! `pid start-time`, so a reused pid is never taken for it) and, once the
+//! step has ended, `.weir-exit` (`code N` or `signal N`). Three files, so a
+//! step costs few file-system operations.
 //!
 //! **Invariant:** `.weir-exit` is written (whole: written aside, then
 //! renamed) only after the step's leader has exited and its group has been
@@ -35,15 +35,51 @@ use std::sync::{Arc, Mutex};
 pub(crate) const LOG_FILE: &str = ".weir-log";
 /// How the attempt ended, once it has.
 pub(crate) const EXIT_FILE: &str = ".weir-exit";
-/// The attempt's process group.
-pub(crate) const PGID_FILE: &str = ".weir-pgid";
-/// The supervisor waiting for it.
-pub(crate) const OWNER_FILE: &str = ".weir-owner";
-/// The attempt: the index of its step instance and its number.
-pub(crate) const KEY_FILE: &str = ".weir-attempt";
+/// The attempt, its process group and its supervisor: a [`Record`].
+pub(crate) const RECORD_FILE: &str = ".weir-attempt";
 
 /// Every file above, which an attempt's release removes.
-pub(crate) const FILES: [&str; 5] = [LOG_FILE, EXIT_FILE, PGID_FILE, OWNER_FILE, KEY_FILE];
+pub(crate) const FILES: [&str; 3] = [LOG_FILE, EXIT_FILE, RECORD_FILE];
+
+/// What `.weir-attempt` says of a started attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// The index of its step instance.
+    pub(crate) step: usize,
+    /// Its number.
+    pub(crate) attempt: u32,
+    /// Its process group.
+    pub(crate) pgid: u32,
+    /// Its supervisor, `pid start-time`.
+    owner: String,
+}
+
+impl Record {
+    /// The record in `out`, when an attempt was started there.
+    pub(crate) fn read(out: &Path) -> Option<Record> {
+        let text = std::fs::read_to_string(out.join(RECORD_FILE)).ok()?;
+        let mut words = text.split_whitespace();
+        let step = words.next()?.parse().ok()?;
+        let attempt = words.next()?.parse().ok()?;
+        let pgid = words.next()?.parse().ok()?;
+        let owner = format!("{} {}", words.next()?, words.next()?);
+        Some(Record {
+            step,
+            attempt,
+            pgid,
+            owner,
+        })
+    }
+
+    /// Whether its supervisor still runs: the process that started it,
+    /// and not another that took its pid since.
+    pub(crate) fn owner_alive(&self) -> bool {
+        let Some((pid, started)) = self.owner.split_once(' ') else {
+            return false;
+        };
+        start_time(pid).is_some_and(|now| now == started)
+    }
+}
 
 /// What to start: one attempt's process.
 #[derive(Debug, Clone)]
@@ -170,18 +206,15 @@ pub(crate) fn start(spawn: &Spawn) -> Result<Child, SpawnError> {
             program: program.clone(),
             reason: e.to_string(),
         })?;
-    let files = [
-        (PGID_FILE, child.id().to_string()),
-        (OWNER_FILE, me()),
-        (KEY_FILE, spawn.key.clone()),
-    ];
-    for (name, text) in files {
-        let path = spawn.out.join(name);
-        if let Err(e) = write_whole(&path, &text) {
-            // Recovery could not find it: it must not run unseen.
-            kill_group(child.id(), Signal::SIGKILL);
-            return Err(io_error(&path, e));
-        }
+    // Written once, after the spawn: nothing reads it before this
+    // supervisor has answered (recovery runs after the weir that asked has
+    // died, and that weir waits for the answer).
+    let path = spawn.out.join(RECORD_FILE);
+    let record = format!("{} {} {}\n", spawn.key, child.id(), me());
+    if let Err(e) = std::fs::write(&path, record) {
+        // Recovery could not find it: it must not run unseen.
+        kill_group(child.id(), Signal::SIGKILL);
+        return Err(io_error(&path, e));
     }
     Ok(child)
 }
@@ -200,11 +233,20 @@ pub(crate) fn reap(mut child: Child, out: &Path) {
         },
         Err(e) => format!("unknown: {e}"),
     };
-    if let Err(e) = write_whole(&out.join(EXIT_FILE), &text) {
+    // A full disk passes: the exit is recorded once there is room again
+    // (until then its follower waits, as for a step still running).
+    let mut delay = std::time::Duration::from_millis(100);
+    while let Err(e) = write_whole(&out.join(EXIT_FILE), &text) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            // The out folder is gone: nobody is left to read it.
+            return;
+        }
         warn(&format!(
-            "cannot record a step's exit in {}: {e}",
+            "cannot record a step's exit in {} yet: {e}",
             out.display()
         ));
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
     }
 }
 
@@ -226,23 +268,14 @@ pub(crate) fn exit_of(out: &Path) -> Option<Option<i32>> {
     )
 }
 
-/// The supervisor of the attempt in `out` still runs: the process that
-/// wrote `.weir-owner`, and not another that took its pid since.
-pub(crate) fn owner_alive(out: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(out.join(OWNER_FILE)) else {
-        return false;
-    };
-    let Some((pid, started)) = text.trim().split_once(' ') else {
-        return false;
-    };
-    start_time(pid).is_some_and(|now| now == started)
-}
-
-/// This process, as `.weir-owner` names it.
-fn me() -> String {
-    let pid = std::process::id().to_string();
-    let started = start_time(&pid).unwrap_or_default();
-    format!("{pid} {started}")
+/// This process, as a [`Record`] names its supervisor.
+fn me() -> &'static str {
+    static ME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ME.get_or_init(|| {
+        let pid = std::process::id().to_string();
+        let started = start_time(&pid).unwrap_or_default();
+        format!("{pid} {started}")
+    })
 }
 
 /// The start time of process `pid` (field 22 of `/proc/PID/stat`, in clock
@@ -340,14 +373,17 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_its_own_live_owner() {
+    fn a_record_reads_back_and_knows_its_live_owner() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(!owner_alive(dir.path()));
-        write_whole(&dir.path().join(OWNER_FILE), &me()).unwrap();
-        assert!(owner_alive(dir.path()));
+        assert_eq!(Record::read(dir.path()), None);
+        std::fs::write(dir.path().join(RECORD_FILE), format!("3 2 77 {}\n", me())).unwrap();
+        let record = Record::read(dir.path()).unwrap();
+        assert_eq!((record.step, record.attempt, record.pgid), (3, 2, 77));
+        assert!(record.owner_alive());
         let pid = std::process::id();
-        write_whole(&dir.path().join(OWNER_FILE), &format!("{pid} 1")).unwrap();
-        assert!(!owner_alive(dir.path()), "same pid, another start time");
+        std::fs::write(dir.path().join(RECORD_FILE), format!("3 2 77 {pid} 1")).unwrap();
+        let record = Record::read(dir.path()).unwrap();
+        assert!(!record.owner_alive(), "same pid, another start time");
     }
 
     #[test]

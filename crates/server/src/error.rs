@@ -39,6 +39,24 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 503: the database is away (stopped, locked, out of space); nothing
+    /// was changed and the same request may be sent again.
+    pub fn unavailable(cause: weir_store::Error) -> ApiError {
+        tracing::warn!(error = %cause, "the store is away");
+        let why = if cause.is_full() {
+            "the database has no space left"
+        } else {
+            "the database does not answer"
+        };
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            format!("{why}; nothing was changed, try again shortly"),
+        )
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = weir_api::Error {
@@ -56,6 +74,7 @@ impl From<weir_store::Error> for ApiError {
         match e {
             weir_store::Error::NoSuchRun(id) => ApiError::not_found(format!("no run '{id}'")),
             e @ weir_store::Error::NoSuchModel(_) => ApiError::not_found(e.to_string()),
+            e if e.is_unavailable() => ApiError::unavailable(e),
             other => ApiError::internal(other),
         }
     }

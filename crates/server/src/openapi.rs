@@ -38,7 +38,8 @@ use utoipa::openapi::{Ref, RefOr};
 )]
 struct Document;
 
-/// The bearer scheme, and its 401 on every operation that needs it.
+/// The bearer scheme, and its 401 on every operation that needs it; the
+/// 503 of a database that is away, on every operation but this document.
 struct Bearer;
 
 impl utoipa::Modify for Bearer {
@@ -62,8 +63,33 @@ impl utoipa::Modify for Bearer {
                     .build(),
             ),
         );
-        for item in doc.paths.paths.values_mut() {
+        components.responses.insert(
+            "Unavailable".to_owned(),
+            RefOr::T(
+                utoipa::openapi::ResponseBuilder::new()
+                    .description(
+                        "The database is away (stopped, locked, out of space); nothing was changed.",
+                    )
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Error")))
+                            .build(),
+                    )
+                    .build(),
+            ),
+        );
+        for (path, item) in doc.paths.paths.iter_mut() {
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                if path != "/api/v1/openapi.json" {
+                    operation
+                        .responses
+                        .responses
+                        .entry("503".to_owned())
+                        .or_insert_with(|| {
+                            RefOr::Ref(Ref::new("#/components/responses/Unavailable"))
+                        });
+                }
                 // `security(())` marks the open ones: /healthz, /metrics, hooks.
                 if operation.security.is_none() {
                     operation.responses.responses.insert(

@@ -96,6 +96,26 @@ impl BeginWrite for PgPool {
     }
 }
 
+/// Whether a SQLite connection back from a transaction can be used again.
+/// A statement that fails for a full disk makes SQLite roll the whole
+/// transaction back by itself; sqlx's own `ROLLBACK` then fails, and its
+/// count of open transactions stays at one, so the connection could never
+/// begin again. Such a connection is closed, not returned to the pool.
+async fn still_usable(
+    conn: &mut sqlx::SqliteConnection,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    use sqlx_core::transaction::TransactionManager as _;
+    type Manager = <sqlx::Sqlite as sqlx::Database>::TransactionManager;
+    if Manager::get_transaction_depth(conn) == 0 {
+        return Ok(true);
+    }
+    // A dropped transaction's rollback is queued on the connection: one
+    // statement after it says whether it worked.
+    sqlx::query("SELECT 1").execute(&mut *conn).await?;
+    Ok(Manager::get_transaction_depth(conn) == 0)
+}
+
 impl Db {
     pub(crate) async fn connect(url: &str) -> Result<Db, Error> {
         if let Some(path) = url.strip_prefix("sqlite://") {
@@ -136,6 +156,7 @@ impl Db {
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
+                .after_release(|conn, meta| Box::pin(still_usable(conn, meta)))
                 .connect_with(options)
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;

@@ -75,6 +75,82 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl Error {
+    /// Whether the database is away rather than the request wrong: a lost
+    /// or refused connection, a pool that timed out, a database locked by
+    /// someone else, a full disk, a server shutting down. Such a write may
+    /// be tried again later (every write of weir's is idempotent); the API
+    /// answers 503 for it.
+    pub fn is_unavailable(&self) -> bool {
+        let Error::Db(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::BeginFailed => true,
+            sqlx::Error::Database(db) => match code_of(db.as_ref()) {
+                // Connection lost, resources exhausted (53100: disk full),
+                // server shutting down, a transaction to try again.
+                Code::Postgres(state) => {
+                    state.starts_with("08")
+                        || state.starts_with("53")
+                        || state.starts_with("57P")
+                        || state == "40001"
+                        || state == "40P01"
+                }
+                // Busy, locked, I/O error, full, cannot open.
+                Code::Sqlite(primary) => matches!(primary, 5 | 6 | 10 | 13 | 14),
+                Code::Unknown => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether the store was closed (the daemon is ending).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Db(sqlx::Error::PoolClosed))
+    }
+
+    /// Whether the database said it has no room left (a full disk).
+    pub fn is_full(&self) -> bool {
+        match self {
+            Error::Db(sqlx::Error::Database(db)) => match code_of(db.as_ref()) {
+                Code::Postgres(state) => state.starts_with("53"),
+                Code::Sqlite(primary) => primary == 13,
+                Code::Unknown => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// A database error's code, by the database that gave it.
+enum Code {
+    /// PostgreSQL's SQLSTATE.
+    Postgres(String),
+    /// SQLite's primary result code (the low byte of its extended code).
+    Sqlite(i64),
+    Unknown,
+}
+
+fn code_of(db: &dyn sqlx::error::DatabaseError) -> Code {
+    let Some(code) = db.code() else {
+        return Code::Unknown;
+    };
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return Code::Postgres(code.into_owned());
+    }
+    code.parse::<i64>()
+        .map_or(Code::Unknown, |c| Code::Sqlite(c & 0xff))
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`), creating the
     /// SQLite file and its folder when missing, and migrates the schema.

@@ -6,37 +6,46 @@ use crate::{Error, Store};
 use chrono::{DateTime, Utc};
 
 impl Store {
-    /// Appends `data` to the log of an attempt, dropping the oldest bytes
-    /// when the attempt's log would pass the cap.
+    /// Appends `data`, which starts at byte `at` of all the attempt has
+    /// written, to its log, dropping the oldest bytes when the attempt's
+    /// log would pass the cap. What the store has already (a write tried
+    /// again after its answer was lost) is not stored twice.
     pub async fn append_log(
         &self,
         run: &str,
         step: usize,
         attempt: u32,
+        at: u64,
         data: &[u8],
     ) -> Result<(), Error> {
         if data.is_empty() {
             return Ok(());
         }
         let cap = self.log_cap.max(1);
-        // A chunk larger than the cap keeps its tail only.
-        let (data, mut dropped) = if data.len() as u64 > cap {
-            let cut = data.len() - cap as usize;
-            (&data[cut..], cut as i64)
-        } else {
-            (data, 0)
-        };
         let (step, attempt) = (step as i64, i64::from(attempt));
         on_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
-            let (mut bytes,): (i64,) = sqlx::query_as(
-                "SELECT log_bytes FROM attempts WHERE run_id = $1 AND step_idx = $2 AND number = $3",
+            let (mut bytes, before): (i64, i64) = sqlx::query_as(
+                "SELECT log_bytes, log_dropped FROM attempts WHERE run_id = $1 AND step_idx = $2 AND number = $3",
             )
             .bind(run)
             .bind(step)
             .bind(attempt)
             .fetch_one(&mut *tx)
             .await?;
+            let written = (bytes + before).max(0) as u64;
+            let stored_already = written.saturating_sub(at).min(data.len() as u64) as usize;
+            let data = &data[stored_already..];
+            if data.is_empty() {
+                return Ok(());
+            }
+            // A chunk larger than the cap keeps its tail only.
+            let (data, mut dropped) = if data.len() as u64 > cap {
+                let cut = data.len() - cap as usize;
+                (&data[cut..], cut as i64)
+            } else {
+                (data, 0)
+            };
             let (seq,): (i64,) = sqlx::query_as(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM logs WHERE run_id = $1 AND step_idx = $2 AND attempt = $3",
             )

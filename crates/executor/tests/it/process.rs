@@ -261,7 +261,8 @@ async fn nothing_the_step_left_behind_survives_it() {
 }
 
 /// What a weir killed mid-step leaves: a process group still running with
-/// its out folder's `.weir-pgid` and `.weir-attempt`. Recovery finds it
+/// its out folder's `.weir-attempt`, whose supervisor is gone (no process
+/// has its pid). Recovery finds it
 /// through the trait, cannot take it up, and discards it.
 #[tokio::test]
 async fn a_group_left_by_a_dead_weir_is_found_and_discarded() {
@@ -275,8 +276,8 @@ async fn a_group_left_by_a_dead_weir_is_found_and_discarded() {
         .process_group(0)
         .spawn()
         .expect("spawn");
-    std::fs::write(out.join(".weir-pgid"), child.id().to_string()).expect("pgid");
-    std::fs::write(out.join(".weir-attempt"), "3 1").expect("key");
+    let record = format!("3 1 {} 999999999 0\n", child.id());
+    std::fs::write(out.join(".weir-attempt"), record).expect("record");
     std::fs::write(dir.path().join("child.pid"), child.id().to_string()).expect("pid");
 
     let executor = ProcessExecutor::new(&runs);
