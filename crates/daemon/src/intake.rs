@@ -72,6 +72,12 @@ pub enum DeliveryError {
     /// The body is not JSON.
     #[error("the body is not JSON: {0}")]
     BadPayload(String),
+    /// The pipeline requires a delivery id and the delivery has none
+    /// (recorded as rejected).
+    #[error(
+        "no delivery id: send X-Weir-Delivery (or X-GitHub-Delivery) with an id unique to this delivery, or set on.webhook.require_delivery_id: false"
+    )]
+    NoDeliveryId,
     /// The run was refused (recorded as rejected).
     #[error(transparent)]
     Refused(TriggerError),
@@ -84,8 +90,11 @@ impl Daemon {
     /// Takes a webhook delivery: checks its HMAC-SHA256 signature (in
     /// constant time) with the secret `on.webhook.secret_env` names, and
     /// starts a run with its payload as `event`, the delivery stored with
-    /// it. A delivery id seen before starts nothing: the answer is the run
-    /// it created. Rejections are stored with their reason.
+    /// it. A delivery id seen before starts nothing, nor does a body signed
+    /// and accepted within `on.webhook.dedupe` (a replay under a fresh id:
+    /// the id is not signed): the answer is the run it created. A delivery
+    /// without an id is refused when `on.webhook.require_delivery_id`.
+    /// Rejections are stored with their reason (the newest of them).
     pub async fn deliver(
         self: &Arc<Self>,
         delivery: Delivery<'_>,
@@ -119,8 +128,22 @@ impl Daemon {
         }
         let payload: serde_json::Value = serde_json::from_slice(delivery.body)
             .map_err(|e| DeliveryError::BadPayload(e.to_string()))?;
+        if webhook.require_delivery_id && delivery.delivery.is_none_or(str::is_empty) {
+            self.reject(name, &payload, "no delivery id").await?;
+            return Err(DeliveryError::NoDeliveryId);
+        }
+        let same_body = (!webhook.dedupe.is_zero()).then(|| {
+            use sha2::Digest as _;
+            let sha256 = hex::encode(Sha256::digest(delivery.body));
+            let since = chrono::Duration::from_std(webhook.dedupe)
+                .ok()
+                .and_then(|window| now().checked_sub_signed(window))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+            (sha256, since)
+        });
         let start = StartRun {
             event: payload.clone(),
+            same_body,
             ..StartRun::new(
                 name,
                 Cause::Webhook {

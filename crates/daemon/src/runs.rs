@@ -82,6 +82,10 @@ pub struct StartRun {
     pub event: serde_json::Value,
     /// Fail the run when it has not finished after this long.
     pub timeout: Option<std::time::Duration>,
+    /// A webhook delivery's body, as the SHA-256 (hex) of what was signed,
+    /// and since when a delivery of the same body makes this one a replay
+    /// (`on.webhook.dedupe`).
+    pub same_body: Option<(String, weir_engine::Time)>,
 }
 
 impl StartRun {
@@ -93,6 +97,7 @@ impl StartRun {
             cause,
             event: serde_json::Value::Null,
             timeout: None,
+            same_body: None,
         }
     }
 }
@@ -395,6 +400,7 @@ impl Daemon {
                 at,
             );
         }
+        let same_body = start.same_body;
         // The run, its event and the audit entry of its trigger commit
         // together: none of them exists without the others.
         let audited = serde_json::json!({
@@ -420,6 +426,9 @@ impl Daemon {
                 payload: &run.event,
                 decision: &decision,
                 at,
+                same_body: same_body
+                    .as_ref()
+                    .map(|(sha256, since)| (sha256.as_str(), *since)),
             }),
             Cause::Drift { .. } => Some(weir_store::NewEvent {
                 kind: "drift",
@@ -428,6 +437,7 @@ impl Daemon {
                 payload: &run.event,
                 decision: &decision,
                 at,
+                same_body: None,
             }),
             _ => None,
         };

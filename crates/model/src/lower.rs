@@ -30,7 +30,11 @@ pub(crate) const ON_KEYS: &[&str] = &["manual", "schedule", "webhook", "drift"];
 /// Keys of a schedule entry.
 pub(crate) const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "catchup"];
 /// Keys of `on.webhook`.
-pub(crate) const WEBHOOK_KEYS: &[&str] = &["secret_env"];
+/// How long a signed body is remembered by default, so the same body sent
+/// again with a new delivery id starts nothing (`on.webhook.dedupe`).
+const DEFAULT_DEDUPE: std::time::Duration = std::time::Duration::from_secs(600);
+
+pub(crate) const WEBHOOK_KEYS: &[&str] = &["secret_env", "require_delivery_id", "dedupe"];
 /// Keys of a drift rule.
 pub(crate) const DRIFT_KEYS: &[&str] = &["metric", "above", "cooldown"];
 /// Keys of `concurrency`.
@@ -643,8 +647,19 @@ impl Lowerer<'_> {
             let webhook = fields.get("webhook").and_then(|n| {
                 let webhook = cx.fields(n, "on.webhook", WEBHOOK_KEYS)?;
                 let secret_env = cx.required(&webhook, "secret_env", "on.webhook")?;
-                let secret_env = cx.name(secret_env, "on.webhook.secret_env", NameRule::EnvName)?;
-                Some(Webhook { secret_env })
+                let secret_env = cx.name(secret_env, "on.webhook.secret_env", NameRule::EnvName);
+                let require_delivery_id =
+                    webhook.get("require_delivery_id").map_or(Some(true), |n| {
+                        cx.boolean(n, "on.webhook.require_delivery_id")
+                    });
+                let dedupe = webhook.get("dedupe").map_or(Some(DEFAULT_DEDUPE), |n| {
+                    cx.duration(n, "on.webhook.dedupe").map(|d| d.get())
+                });
+                Some(Webhook {
+                    secret_env: secret_env?,
+                    require_delivery_id: require_delivery_id?,
+                    dedupe: dedupe?,
+                })
             });
             let mut drift = Vec::new();
             if let Some(list) = fields.get("drift").and_then(|n| cx.list(n, "on.drift")) {

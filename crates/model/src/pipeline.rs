@@ -100,6 +100,12 @@ pub enum Catchup {
 pub struct Webhook {
     /// Name of the daemon's environment variable holding the HMAC key.
     pub secret_env: Spanned<String>,
+    /// Refuse deliveries that carry no delivery id (default true): the id
+    /// is what makes a replay start nothing.
+    pub require_delivery_id: bool,
+    /// A delivery whose signed body equals one accepted within this long
+    /// starts nothing, whatever its id (default 10 minutes; zero: off).
+    pub dedupe: std::time::Duration,
 }
 
 /// A rule over drift events for this pipeline.

@@ -139,6 +139,14 @@ fn property(key: &str) -> Value {
         ),
         "webhook" => reference("webhook"),
         "secret_env" => reference("identifier"),
+        "require_delivery_id" => json!({
+            "type": "boolean",
+            "description": "Refuse deliveries without a delivery id (default true)."
+        }),
+        "dedupe" => json!({
+            "allOf": [reference("duration")],
+            "description": "The same signed body within this long starts nothing (default 10m; 0s: off)."
+        }),
         "drift" => list_of(reference("drift"), "Rules over drift events."),
         "metric" => reference("identifier"),
         "above" => json!({ "type": "number" }),

@@ -127,6 +127,11 @@ impl From<weir_daemon::DeliveryError> for ApiError {
             D::BadPayload(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad-payload", e.to_string())
             }
+            D::NoDeliveryId => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing-delivery-id",
+                e.to_string(),
+            ),
             D::Refused(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
             }

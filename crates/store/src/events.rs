@@ -1,7 +1,7 @@
 //! Events (webhook deliveries, drift reports, triggers) with what weir
 //! decided for each.
 
-use crate::db::on_db;
+use crate::db::{BeginWrite, on_db};
 use crate::{Error, Store};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -62,9 +62,15 @@ impl EventRow {
     }
 }
 
+/// How many rejected events of one kind a pipeline keeps: the newest. The
+/// older ones are deleted and counted in `event_drops`, which the counts
+/// of [`Store::counts`] include.
+pub const REJECTED_KEPT: i64 = 1000;
+
 impl Store {
     /// Records an event with weir's decision (and the run it names, if
-    /// any) and returns its id.
+    /// any) and returns its id. Of a pipeline's rejected events the newest
+    /// [`REJECTED_KEPT`] are kept.
     pub async fn record_event(
         &self,
         kind: &str,
@@ -75,8 +81,10 @@ impl Store {
     ) -> Result<i64, Error> {
         let payload = payload.to_string();
         let detail = serde_json::to_string(decision).unwrap_or_else(|_| "null".to_owned());
-        let (id,): (i64,) = on_db!(&self.db, pool => {
-            sqlx::query_as(
+        let rejected = decision.kind() == "rejected";
+        let id = on_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             )
             .bind(kind)
@@ -87,8 +95,33 @@ impl Store {
             .bind(now)
             .bind(decision.kind())
             .bind(&detail)
-            .fetch_one(pool)
-            .await?
+            .fetch_one(&mut *tx)
+            .await?;
+            if rejected && let Some(pipeline) = pipeline {
+                // Rejections are anyone's to send: the newest are kept,
+                // the older ones counted.
+                let dropped = sqlx::query(
+                    "DELETE FROM events WHERE pipeline = $1 AND kind = $2 AND outcome = 'rejected' AND id <= (SELECT id FROM events WHERE pipeline = $1 AND kind = $2 AND outcome = 'rejected' ORDER BY id DESC LIMIT 1 OFFSET $3)",
+                )
+                .bind(pipeline)
+                .bind(kind)
+                .bind(REJECTED_KEPT)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if dropped > 0 {
+                    sqlx::query(
+                        "INSERT INTO event_drops (pipeline, kind, outcome, dropped) VALUES ($1, $2, 'rejected', $3) ON CONFLICT (pipeline, kind, outcome) DO UPDATE SET dropped = event_drops.dropped + excluded.dropped",
+                    )
+                    .bind(pipeline)
+                    .bind(kind)
+                    .bind(dropped as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            id
         });
         Ok(id)
     }

@@ -27,7 +27,7 @@ pub use audit::{
 };
 pub use db::Db;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
-pub use events::EventRecord;
+pub use events::{EventRecord, REJECTED_KEPT};
 pub use registry::{AliasMove, ModelSummary, ModelVersion, NewVersion};
 pub use runs::{Counts, NewEvent, RunSummary};
 pub use schedules::Leadership;

@@ -102,6 +102,21 @@ pub struct NewEvent<'a> {
     pub decision: &'a Decision,
     /// When it arrived.
     pub at: DateTime<Utc>,
+    /// The SHA-256 (hex) of a webhook delivery's signed body, and since
+    /// when an event of the pipeline with the same body makes this one a
+    /// replay of it.
+    pub same_body: Option<(&'a str, DateTime<Utc>)>,
+}
+
+/// What [`Store::write`] did.
+enum Written {
+    /// Everything.
+    Done,
+    /// Nothing: the event's delivery id was taken.
+    DeliveryTaken,
+    /// Nothing: an event with the same body came within the window; the
+    /// run it created, if any.
+    SameBody(Option<String>),
 }
 
 /// A `steps` row.
@@ -309,8 +324,10 @@ impl Store {
         event: Option<&NewEvent<'_>>,
         audit: Option<(&ed25519_dalek::SigningKey, &crate::NewEntry<'_>)>,
     ) -> Result<Result<(), Option<String>>, Error> {
-        if self.write(None, run, pipeline_hash, event, audit).await? {
-            return Ok(Ok(()));
+        match self.write(None, run, pipeline_hash, event, audit).await? {
+            Written::Done => return Ok(Ok(())),
+            Written::SameBody(run) => return Ok(Err(run)),
+            Written::DeliveryTaken => {}
         }
         let Some(event) = event else {
             return Ok(Err(None));
@@ -334,8 +351,8 @@ impl Store {
     }
 
     /// Writes the changes, with `event` and the `audit` entry when given;
-    /// false when the event's delivery id was taken, and then nothing is
-    /// written.
+    /// nothing when the event's delivery id was taken or its body came
+    /// within its window (what [`Written`] says).
     async fn write(
         &self,
         before: Option<&Run>,
@@ -343,17 +360,38 @@ impl Store {
         pipeline_hash: &str,
         event: Option<&NewEvent<'_>>,
         audit: Option<(&ed25519_dalek::SigningKey, &crate::NewEntry<'_>)>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Written, Error> {
         let is_pg = matches!(self.db, crate::Db::Postgres(_));
         let changes = changes(before, after);
         if changes.run.is_none() && changes.steps.is_empty() && changes.attempts.is_empty() {
-            return Ok(true);
+            return Ok(Written::Done);
         }
         on_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             if let Some(event) = event {
+                if let Some((sha256, since)) = event.same_body {
+                    if is_pg {
+                        // Two deliveries of one body check and insert in turn
+                        // (SQLite's writers take turns already).
+                        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                            .bind(sha256)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let earlier: Option<(Option<String>,)> = sqlx::query_as(
+                        "SELECT run_id FROM events WHERE pipeline = $1 AND body_sha256 = $2 AND created_at >= $3 ORDER BY id LIMIT 1",
+                    )
+                    .bind(event.pipeline)
+                    .bind(sha256)
+                    .bind(since)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some((run,)) = earlier {
+                        return Ok(Written::SameBody(run));
+                    }
+                }
                 let inserted: Option<(i64,)> = sqlx::query_as(
-                    "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at, delivery, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (pipeline, delivery) DO NOTHING RETURNING id",
+                    "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at, delivery, outcome, detail, body_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (pipeline, delivery) DO NOTHING RETURNING id",
                 )
                 .bind(event.kind)
                 .bind(event.pipeline)
@@ -364,10 +402,11 @@ impl Store {
                 .bind(event.delivery)
                 .bind(event.decision.kind())
                 .bind(json(event.decision))
+                .bind(event.same_body.map(|(sha256, _)| sha256))
                 .fetch_optional(&mut *tx)
                 .await?;
                 if inserted.is_none() {
-                    return Ok(false);
+                    return Ok(Written::DeliveryTaken);
                 }
             }
             if let Some((key, entry)) = audit {
@@ -435,7 +474,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        Ok(true)
+        Ok(Written::Done)
     }
 
     /// Loads a run with all its step instances and attempts.
@@ -558,7 +597,7 @@ impl Store {
         let (runs, steps, events): (Tally, Tally, Vec<(String, String, i64)>) = on_db!(&self.db, pool => {
             let runs = sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state").fetch_all(pool).await?;
             let steps = sqlx::query_as("SELECT state, COUNT(*) FROM steps GROUP BY state ORDER BY state").fetch_all(pool).await?;
-            let events = sqlx::query_as("SELECT kind, outcome, COUNT(*) FROM events GROUP BY kind, outcome ORDER BY kind, outcome")
+            let events = sqlx::query_as("SELECT kind, outcome, CAST(SUM(n) AS BIGINT) FROM (SELECT kind, outcome, COUNT(*) AS n FROM events GROUP BY kind, outcome UNION ALL SELECT kind, outcome, dropped AS n FROM event_drops) AS counted GROUP BY kind, outcome ORDER BY kind, outcome")
                 .fetch_all(pool)
                 .await?;
             (runs, steps, events)

@@ -26,6 +26,75 @@ steps:
   a: { run: 'true' }
 ";
 
+/// The delivery id is not signed. A delivery without one is refused (and
+/// recorded), and a signed body sent again under a fresh id within the
+/// dedupe window starts nothing: both found by replaying captured
+/// deliveries. A pipeline may turn either off.
+#[tokio::test]
+async fn a_delivery_without_an_id_is_refused_and_a_replayed_body_starts_nothing() {
+    let lenient = "name: lenient
+on:
+  webhook: { secret_env: PATH, require_delivery_id: false, dedupe: 0s }
+defaults: { executor: process }
+steps:
+  a: { run: 'true' }
+";
+    let t = TestDaemon::start(&[("hooked.yaml", HOOKED), ("lenient.yaml", lenient)]).await;
+    let d = &t.daemon;
+    let body = br#"{"head_commit": {"id": "abc", "message": "m"}}"#;
+    let signature = sign(body, &std::env::var("PATH").expect("PATH"));
+    let delivery = |pipeline, id| Delivery {
+        pipeline,
+        body,
+        signature: Some(&signature),
+        delivery: id,
+    };
+    let refused = d.deliver(delivery("hooked", None)).await;
+    assert!(
+        matches!(refused, Err(DeliveryError::NoDeliveryId)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.expect_err("refused").to_string(),
+        "no delivery id: send X-Weir-Delivery (or X-GitHub-Delivery) with an id unique to this delivery, or set on.webhook.require_delivery_id: false"
+    );
+    let Started::Run(first) = d
+        .deliver(delivery("hooked", Some("d-1")))
+        .await
+        .expect("delivered")
+    else {
+        panic!("a first delivery is no replay");
+    };
+    match d.deliver(delivery("hooked", Some("d-2-fresh"))).await {
+        Ok(Started::Replay(Some(id))) => assert_eq!(id, first.id, "the first delivery's run"),
+        other => panic!("a replayed body under a fresh id started something: {other:?}"),
+    }
+    // Turned off: no id needed, and the same body twice is two runs.
+    for _ in 0..2 {
+        let started = d
+            .deliver(delivery("lenient", None))
+            .await
+            .expect("delivered");
+        assert!(matches!(started, Started::Run(_)), "{started:?}");
+    }
+    let store = d.store();
+    assert_eq!(store.list_runs(10).await.expect("runs").len(), 3);
+    let decisions: Vec<(Option<String>, String)> =
+        (store.events(10).await.expect("events").into_iter())
+            .map(|e| (e.pipeline, e.outcome))
+            .collect();
+    let hooked: Vec<&str> = decisions
+        .iter()
+        .filter(|(p, _)| p.as_deref() == Some("hooked"))
+        .map(|(_, o)| o.as_str())
+        .collect();
+    assert_eq!(
+        hooked,
+        ["triggered", "rejected"],
+        "newest first; the replay added none"
+    );
+}
+
 #[tokio::test]
 async fn a_signed_push_starts_one_run_with_its_payload_as_data_and_bad_ones_start_none() {
     let t = TestDaemon::start(&[("hooked.yaml", HOOKED), ("manual.yaml", MANUAL)]).await;

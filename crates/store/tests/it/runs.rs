@@ -301,6 +301,7 @@ async fn a_delivery_and_its_run_commit_together_and_a_replay_writes_nothing() {
             payload: &payload,
             decision: &triggered,
             at: at(0),
+            same_body: None,
         };
         let cause = Cause::Webhook {
             delivery: Some("d-1".to_owned()),
@@ -374,6 +375,96 @@ async fn a_delivery_and_its_run_commit_together_and_a_replay_writes_nothing() {
         assert_eq!(
             store.load_run("r1").await.expect("r1").event,
             payload,
+            "{db}"
+        );
+    }
+}
+
+/// The delivery id is not signed: the same signed body sent again under a
+/// fresh id within the window is a replay of the first run, and writes
+/// nothing; past the window it is a new delivery.
+#[tokio::test]
+async fn the_same_body_within_its_window_is_a_replay_whatever_its_id() {
+    for (db, store, _dir) in stores().await {
+        let p = pipeline();
+        let hash = store
+            .save_pipeline("stored", PIPELINE)
+            .await
+            .expect("saved");
+        let payload = json!({"after": "abc"});
+        let triggered = Decision::Triggered {
+            run: "r1".to_owned(),
+        };
+        let body = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let event = |delivery, arrived, since| weir_store::NewEvent {
+            kind: "webhook",
+            pipeline: "stored",
+            delivery: Some(delivery),
+            payload: &payload,
+            decision: &triggered,
+            at: at(arrived),
+            same_body: Some((body, at(since))),
+        };
+        let run = |id, arrived| {
+            let cause = Cause::Webhook {
+                delivery: Some(format!("d-{id}")),
+            };
+            new_run(&p, id, cause, &[], payload.clone(), json!({}), at(arrived)).expect("run")
+        };
+        let first = store
+            .create_run_with(&run("r1", 0), &hash, Some(&event("d-1", 0, -600)), None)
+            .await
+            .expect("stored");
+        assert_eq!(first, Ok(()), "{db}");
+        let again = store
+            .create_run_with(&run("r2", 60), &hash, Some(&event("d-2", 60, -540)), None)
+            .await
+            .expect("answered");
+        assert_eq!(again, Err(Some("r1".to_owned())), "{db}");
+        assert!(
+            matches!(store.load_run("r2").await, Err(Error::NoSuchRun(_))),
+            "{db}: the replay wrote no run"
+        );
+        // Past the window: a delivery like any other.
+        let later = store
+            .create_run_with(&run("r3", 700), &hash, Some(&event("d-3", 700, 100)), None)
+            .await
+            .expect("stored");
+        assert_eq!(later, Ok(()), "{db}");
+        assert_eq!(store.events(10).await.expect("lists").len(), 2, "{db}");
+    }
+}
+
+/// Rejected deliveries are anyone's to send: a pipeline keeps the newest
+/// REJECTED_KEPT, and the counts still say how many there were.
+#[tokio::test]
+async fn rejections_are_capped_and_still_counted() {
+    for (db, store, _dir) in stores().await {
+        let rejected = Decision::Rejected {
+            reason: "missing or bad signature".to_owned(),
+        };
+        let extra = 5;
+        for i in 0..weir_store::REJECTED_KEPT + extra {
+            store
+                .record_event("webhook", Some("p"), &json!({"n": i}), &rejected, at(i))
+                .await
+                .expect("recorded");
+        }
+        let kept = store.events(1000).await.expect("lists");
+        assert_eq!(kept.len() as i64, weir_store::REJECTED_KEPT, "{db}");
+        assert_eq!(
+            kept.last().map(|e| e.payload.clone()),
+            Some(json!({"n": extra}).to_string()),
+            "{db}: the oldest went"
+        );
+        let counts = store.counts().await.expect("counts");
+        assert_eq!(
+            counts.events,
+            vec![(
+                "webhook".to_owned(),
+                "rejected".to_owned(),
+                weir_store::REJECTED_KEPT + extra
+            )],
             "{db}"
         );
     }
