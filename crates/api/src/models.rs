@@ -98,7 +98,23 @@ pub struct AliasMove {
 #[serde(deny_unknown_fields)]
 pub struct Promotion {
     /// The version.
+    #[serde(deserialize_with = "whole_number")]
     pub version: i64,
+}
+
+/// A whole number as JSON Schema's `integer` means it: `3` or `3.0`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::de::Error as _;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f <= i64::MAX as f64 => Ok(f as i64),
+        _ => Err(D::Error::custom(format!(
+            "expected a whole number, found {number}"
+        ))),
+    }
 }
 
 /// The answer to a promotion.

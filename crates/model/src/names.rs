@@ -45,6 +45,16 @@ impl NameRule {
         }
     }
 
+    /// The rule as a regular expression (JSON Schema's `pattern`), for
+    /// documents that describe a name weir checks with [`accepts`](Self::accepts).
+    pub fn pattern(self) -> &'static str {
+        match self {
+            NameRule::Pipeline => "^[a-z0-9][a-z0-9-]{0,62}$",
+            NameRule::Step => "^[a-z][a-z0-9_-]{0,62}$",
+            NameRule::Identifier | NameRule::EnvName => "^[A-Za-z_][A-Za-z0-9_]*$",
+        }
+    }
+
     /// The rule, as advice: what to use.
     pub fn describe(self) -> &'static str {
         match self {
@@ -109,6 +119,40 @@ fn shown(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pattern says what `accepts` does, on names either side of it,
+    /// as a JSON Schema validator reads it.
+    #[test]
+    fn patterns_agree_with_the_rules() {
+        let names = [
+            "churn",
+            "a",
+            "0x",
+            "a-b",
+            "a_b",
+            "A",
+            "-a",
+            "_a",
+            "a b",
+            "é",
+            "",
+            "a\n",
+            "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijk",
+            "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijkl",
+        ];
+        for rule in [NameRule::Pipeline, NameRule::Step, NameRule::Identifier] {
+            let schema = serde_json::json!({"type": "string", "pattern": rule.pattern()});
+            let validator = jsonschema::validator_for(&schema).expect("a pattern");
+            for name in names {
+                assert_eq!(
+                    validator.is_valid(&serde_json::json!(name)),
+                    rule.accepts(name),
+                    "{rule:?} {} on {name:?}",
+                    rule.pattern()
+                );
+            }
+        }
+    }
 
     #[test]
     fn hostile_aliases_are_refused_and_shown_safely() {

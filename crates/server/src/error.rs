@@ -101,7 +101,11 @@ impl From<weir_daemon::TriggerError> for ApiError {
                 "cannot-backfill",
                 e.to_string(),
             ),
-            T::BadReport(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad-report", e.to_string()),
+            T::BadReport(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad-report",
+                e.to_string(),
+            ),
             T::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting-down",

@@ -18,6 +18,11 @@ pub(crate) trait Body: DeserializeOwned + Serialize {
     const EXAMPLE: &'static str;
 }
 
+/// A body that may be `null`, which says what no body says.
+impl<T: Body> Body for Option<T> {
+    const EXAMPLE: &'static str = T::EXAMPLE;
+}
+
 /// A query type, with the example a refusal shows.
 pub(crate) trait Params: DeserializeOwned + Serialize {
     /// What to ask, as a query string: `?limit=N`.
@@ -41,7 +46,8 @@ impl<S: Send + Sync, T: Body> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// An optional JSON body: none when the request says no content type.
+/// An optional JSON body: none when the request says no content type, or
+/// when the body is JSON's `null`.
 pub(crate) struct MaybeJson<T>(pub(crate) Option<T>);
 
 impl<S: Send + Sync, T: Body> FromRequest<S> for MaybeJson<T> {
@@ -56,8 +62,8 @@ impl<S: Send + Sync, T: Body> FromRequest<S> for MaybeJson<T> {
         if empty {
             return Ok(MaybeJson(None));
         }
-        let ApiJson(value) = ApiJson::<T>::from_request(request, state).await?;
-        Ok(MaybeJson(Some(value)))
+        let ApiJson(value) = ApiJson::<Option<T>>::from_request(request, state).await?;
+        Ok(MaybeJson(value))
     }
 }
 
@@ -129,7 +135,8 @@ fn path_rejection(e: &PathRejection) -> ApiError {
 
 /// Refuses a value with a NUL character in any string or key: no name or
 /// text weir keeps may hold one (PostgreSQL's text cannot, an environment
-/// variable cannot), so it is a bad request, not a failure of the store.
+/// variable cannot). The request has its documented shape, so this is a
+/// 422, not a failure of the store.
 fn refuse_nul(value: &impl Serialize, code: &'static str, what: &str) -> Result<(), ApiError> {
     fn holds(value: &serde_json::Value) -> bool {
         match value {
@@ -143,7 +150,7 @@ fn refuse_nul(value: &impl Serialize, code: &'static str, what: &str) -> Result<
     }
     match serde_json::to_value(value) {
         Ok(json) if holds(&json) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             code,
             format!(
                 "{what} holds a NUL character (\\u0000), which no weir name or value may: remove it"

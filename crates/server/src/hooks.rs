@@ -25,12 +25,12 @@ pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
     params(
         ("pipeline" = String, Path, description = "The pipeline."),
         ("X-Weir-Signature-256" = String, Header, description = "`sha256=HEX`: HMAC-SHA256 of the body with the secret (GitHub's `X-Hub-Signature-256` is read too)."),
-        ("X-Weir-Delivery" = Option<String>, Header, description = "The delivery's id, for replays (GitHub's `X-GitHub-Delivery` is read too).")),
+        ("X-Weir-Delivery" = Option<String>, Header, description = "The delivery's id, for replays (GitHub's `X-GitHub-Delivery` is read too); required unless the pipeline sets `on.webhook.require_delivery_id: false`.")),
     request_body(content = Object, description = "The payload, any JSON, as `event` in expressions."),
     responses(
         (status = 202, description = "A run was started.", body = api::Delivered),
-        (status = 200, description = "This delivery was seen before: its run.", body = api::Delivered),
-        (status = 400, description = "The body is not JSON.", body = api::Error),
+        (status = 200, description = "This delivery was seen before (its id, or its signed body within the pipeline's `on.webhook.dedupe`): its run.", body = api::Delivered),
+        (status = 400, description = "The body is not JSON, or the delivery has no id and the pipeline requires one.", body = api::Error),
         (status = 401, description = "Bad or missing signature.", body = api::Error),
         (status = 403, description = "The pipeline takes no webhooks.", body = api::Error),
         (status = 404, description = "No such pipeline.", body = api::Error),

@@ -64,6 +64,36 @@ impl utoipa::Modify for Bearer {
             ),
         );
         components.responses.insert(
+            "Unprocessable".to_owned(),
+            RefOr::T(
+                utoipa::openapi::ResponseBuilder::new()
+                    .description(
+                        "The request has the documented shape, but a value weir cannot take (a NUL character in a string).",
+                    )
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Error")))
+                            .build(),
+                    )
+                    .build(),
+            ),
+        );
+        components.responses.insert(
+            "UnsupportedMediaType".to_owned(),
+            RefOr::T(
+                utoipa::openapi::ResponseBuilder::new()
+                    .description("The body is not sent as Content-Type: application/json.")
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Error")))
+                            .build(),
+                    )
+                    .build(),
+            ),
+        );
+        components.responses.insert(
             "Unavailable".to_owned(),
             RefOr::T(
                 utoipa::openapi::ResponseBuilder::new()
@@ -81,6 +111,27 @@ impl utoipa::Modify for Bearer {
         );
         for (path, item) in doc.paths.paths.iter_mut() {
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                // A JSON body sent as anything else (hooks take any bytes).
+                if operation.request_body.is_some() && !path.starts_with("/api/v1/hooks/") {
+                    operation
+                        .responses
+                        .responses
+                        .entry("415".to_owned())
+                        .or_insert_with(|| {
+                            RefOr::Ref(Ref::new("#/components/responses/UnsupportedMediaType"))
+                        });
+                }
+                let takes_input = operation.request_body.is_some()
+                    || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                if takes_input {
+                    operation
+                        .responses
+                        .responses
+                        .entry("422".to_owned())
+                        .or_insert_with(|| {
+                            RefOr::Ref(Ref::new("#/components/responses/Unprocessable"))
+                        });
+                }
                 if path != "/api/v1/openapi.json" {
                     operation
                         .responses
@@ -105,9 +156,28 @@ impl utoipa::Modify for Bearer {
 /// The document, as served.
 pub fn document() -> &'static str {
     static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-        Document::openapi()
-            .to_pretty_json()
-            .expect("the OpenAPI document serializes")
+        let mut document =
+            serde_json::to_value(Document::openapi()).expect("the OpenAPI document serializes");
+        // What a derive cannot say: a drift report carries a value, or
+        // both histograms.
+        document["components"]["schemas"]["DriftReport"]["oneOf"] = serde_json::json!([
+            {
+                "required": ["value"],
+                "properties": {"value": {"type": "number"}, "reference": {"type": "null"}, "current": {"type": "null"}}
+            },
+            {
+                "required": ["reference", "current"],
+                "properties": {"value": {"type": "null"}, "reference": {"type": "array"}, "current": {"type": "array"}}
+            }
+        ]);
+        // The names a promotion checks, as the rule they are checked by.
+        let promote = &mut document["paths"]["/api/v1/models/{name}/aliases/{alias}"]["post"];
+        if let Some(parameters) = promote["parameters"].as_array_mut() {
+            for parameter in parameters {
+                parameter["schema"]["pattern"] = weir_model::NameRule::Pipeline.pattern().into();
+            }
+        }
+        serde_json::to_string_pretty(&document).expect("the OpenAPI document serializes")
     });
     &DOCUMENT
 }

@@ -610,9 +610,9 @@ impl Body for api::Backfill {
     params(("name" = String, Path, description = "The pipeline.")),
     request_body = api::Backfill,
     responses((status = 201, description = "The runs started, and the slots run before.", body = api::Backfilled),
-        (status = 400, description = "Not a range, or `to` before `from`.", body = api::Error),
+        (status = 400, description = "Not a range.", body = api::Error),
         (status = 404, description = "No such pipeline.", body = api::Error),
-        (status = 422, description = "The pipeline has no schedule.", body = api::Error)))]
+        (status = 422, description = "`to` before `from`, or the pipeline has no schedule.", body = api::Error)))]
 async fn backfill(
     Extract(state): Extract<State>,
     ApiPath(name): ApiPath<String>,
@@ -620,7 +620,7 @@ async fn backfill(
 ) -> Result<(StatusCode, Json<api::Backfilled>), ApiError> {
     if range.to < range.from {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "bad-range",
             "'to' is before 'from'",
         ));
@@ -641,9 +641,9 @@ impl Body for api::DriftReport {
 #[utoipa::path(post, path = "/api/v1/events/drift", operation_id = "reportDrift", tag = "events",
     request_body = api::DriftReport,
     responses((status = 200, description = "The value judged and the decision.", body = api::DriftAnswer),
-        (status = 400, description = "Neither a value nor two histograms, or histograms that do not compare.", body = api::Error),
+        (status = 400, description = "Neither a value nor two histograms.", body = api::Error),
         (status = 404, description = "No such pipeline.", body = api::Error),
-        (status = 422, description = "Refused (the run it would start cannot be).", body = api::Error)))]
+        (status = 422, description = "Histograms that do not compare (bins differ, empty, negative), psi or kl asked of other metrics, or refused (the run it would start cannot be).", body = api::Error)))]
 async fn drift(
     Extract(state): Extract<State>,
     ApiJson(report): ApiJson<api::DriftReport>,
@@ -667,7 +667,10 @@ async fn drift(
     };
     let metric = report.metric.clone();
     let (value, decision) = state.daemon.drift(report).await.map_err(|e| match e {
-        TriggerError::BadReport(why) => ApiError::new(StatusCode::BAD_REQUEST, "bad-report", why),
+        // The report has the documented shape; its numbers do not compare.
+        TriggerError::BadReport(why) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-report", why)
+        }
         e @ (TriggerError::UnknownPipeline(..) | TriggerError::Store(_)) => ApiError::from(e),
         e => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string()),
     })?;

@@ -290,7 +290,7 @@ async fn the_openapi_document_is_served_behind_the_token() {
 }
 
 #[tokio::test]
-async fn a_nul_character_anywhere_is_a_bad_request_not_a_store_failure() {
+async fn a_nul_character_anywhere_is_refused_not_a_store_failure() {
     let (app, _dir) = router().await;
     let doc: Value = serde_json::from_str(weir_server::openapi_document()).expect("JSON");
     // Every route with a name in its path, the name holding a NUL.
@@ -327,9 +327,10 @@ async fn a_nul_character_anywhere_is_a_bad_request_not_a_store_failure() {
             "{method} {path}: {status} is not documented"
         );
         if !path.contains("/hooks/") {
+            // The request has its documented shape: a 422.
             assert_eq!(
                 (status, code.as_str()),
-                (StatusCode::BAD_REQUEST, "bad-path"),
+                (StatusCode::UNPROCESSABLE_ENTITY, "bad-path"),
                 "{method} {uri}"
             );
         }
@@ -354,7 +355,7 @@ async fn a_nul_character_anywhere_is_a_bad_request_not_a_store_failure() {
         let (status, code) = refused(&app, bad).await;
         assert_eq!(
             (status, code.as_str()),
-            (StatusCode::BAD_REQUEST, "bad-request"),
+            (StatusCode::UNPROCESSABLE_ENTITY, "bad-request"),
             "{body}"
         );
     }
@@ -364,7 +365,7 @@ async fn a_nul_character_anywhere_is_a_bad_request_not_a_store_failure() {
     let (status, code) = refused(&app, bad).await;
     assert_eq!(
         (status, code.as_str()),
-        (StatusCode::BAD_REQUEST, "bad-query")
+        (StatusCode::UNPROCESSABLE_ENTITY, "bad-query")
     );
 }
 
