@@ -15,7 +15,8 @@ The checks, printed with their figures:
   - every acknowledged trigger is stored: each 2xx run, delivery and
     drift report is there, with its run;
   - no run is left non-terminal;
-  - no attempt started twice, no attempt the store does not know started;
+  - no attempt started twice, no attempt the store does not know started,
+    no two attempts of a step running at the same time;
   - no finished step run again: an attempt that ended (its `end` is in the
     ledger) is never recorded lost and started anew;
   - logs line for line: every attempt that ran to its exit has exactly
@@ -288,11 +289,21 @@ def check(api, work, workload, data, strict_logs=True):
         if run["state"] not in ("succeeded", "failed", "cancelled", "skipped"):
             fail(f"run {run_id} left {run['state']}")
         ledger = {}
+        order = {}  # (step, attempt) -> [line number of start, of end]
         path = os.path.join(data, "runs", run_id, "work", "ledger")
         if os.path.exists(path):
-            for line in open(path):
+            for n, line in enumerate(open(path)):
                 step, attempt, what = line.rsplit(" ", 2)
-                ledger.setdefault((step, int(attempt)), []).append(what.strip())
+                what = what.strip()
+                ledger.setdefault((step, int(attempt)), []).append(what)
+                order.setdefault((step, int(attempt)), {})[what] = n
+        # Two attempts of one step at once: one started while another that
+        # went on to its end had started and not yet ended.
+        for (step, a), marks in order.items():
+            for (other, b), theirs in order.items():
+                if other == step and a != b and "end" in marks and "start" in marks and "start" in theirs:
+                    if marks["start"] < theirs["start"] < marks["end"]:
+                        fail(f"{run_id} {step} attempt {b} started while attempt {a} still ran")
         for step in run["steps"]:
             known = {a["number"]: a for a in step["attempts"]}
             for (sid, number), marks in ledger.items():

@@ -311,8 +311,8 @@ fn warn(message: &str) {
 /// [`Spawn::request`] writes), one answer per line on stdout —
 /// `{"id":N,"pid":P}` once started or `{"id":N,"error":"…"}`, then
 /// `{"id":N,"exit":true}` once its `.weir-exit` is written. When stdin
-/// ends (weir stopped or died) it starts nothing more, waits for the steps
-/// it started, and returns.
+/// ends or its weir has died (it has another parent) it starts nothing
+/// more, waits for the steps it started, and returns.
 pub fn supervise() -> std::io::Result<()> {
     let answers = Arc::new(Mutex::new(std::io::stdout()));
     let answer = |answers: &Mutex<std::io::Stdout>, value: Json| {
@@ -322,8 +322,18 @@ pub fn supervise() -> std::io::Result<()> {
         }
     };
     let mut waiting = Vec::new();
+    // The weir that started this supervisor. A request it wrote just
+    // before it died may still be read: started now, it would run beside
+    // the attempt the next weir started in its place (recovery found
+    // nothing of it, so recorded it lost). Once weir is gone, nothing more
+    // is started.
+    let weir = std::os::unix::process::parent_id();
     for line in std::io::stdin().lock().lines() {
         let line = line?;
+        if std::os::unix::process::parent_id() != weir {
+            warn("weir is gone: starting nothing more");
+            break;
+        }
         let parsed = serde_json::from_str::<Json>(&line).ok();
         let Some((id, spawn)) = parsed.as_ref().and_then(Spawn::from_json) else {
             warn(&format!("not a request: {line}"));
