@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub(crate) struct File {
     pub(crate) pipelines: Option<PathBuf>,
     pub(crate) listen: Option<String>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     pub(crate) data: Option<PathBuf>,
     pub(crate) db: Option<String>,
     pub(crate) max_running: Option<usize>,

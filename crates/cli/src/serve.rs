@@ -16,6 +16,12 @@ pub(crate) struct Args {
     /// Where the HTTP API listens [default: 127.0.0.1:8765].
     #[arg(long, env = "WEIR_LISTEN")]
     listen: Option<String>,
+    /// Serve the API over TLS with this certificate chain (PEM); with --tls-key.
+    #[arg(long, env = "WEIR_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "WEIR_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// How log lines on stderr are written [default: text].
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -27,6 +33,8 @@ pub(crate) struct Args {
 pub(crate) struct Settings {
     pub(crate) pipelines: PathBuf,
     pub(crate) listen: String,
+    /// The certificate and key to serve TLS with, when given.
+    pub(crate) tls: Option<weir_server::Tls>,
     pub(crate) log_format: LogFormat,
     /// The daemon's own settings.
     pub(crate) daemon: weir_daemon::Config,
@@ -56,6 +64,30 @@ impl Args {
             |f| f.listen.clone(),
             "127.0.0.1:8765".to_owned(),
         );
+        let tls_cert = layers.pick(
+            "tls_cert",
+            Some("WEIR_TLS_CERT"),
+            self.tls_cert.clone().map(Some),
+            |f| Some(f.tls_cert.clone()),
+            None,
+        );
+        let tls_key = layers.pick(
+            "tls_key",
+            Some("WEIR_TLS_KEY"),
+            self.tls_key.clone().map(Some),
+            |f| Some(f.tls_key.clone()),
+            None,
+        );
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(weir_server::Tls { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                anyhow::bail!("tls_cert is set but tls_key is not: give both, or neither")
+            }
+            (None, Some(_)) => {
+                anyhow::bail!("tls_key is set but tls_cert is not: give both, or neither")
+            }
+        };
         let log_format = layers.pick(
             "log_format",
             Some("WEIR_LOG_FORMAT"),
@@ -77,6 +109,7 @@ impl Args {
             tokens,
             pipelines,
             listen,
+            tls,
             log_format,
             daemon,
             output,
@@ -118,6 +151,8 @@ pub(crate) fn show(args: &Args) -> anyhow::Result<ExitCode> {
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
     crate::config::init_logging(settings.log_format, "info");
+    // TLS (and the store's connections to PostgreSQL) speak rustls with ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     crate::local::runtime()?.block_on(async {
         let store = settings.daemon.store().await?;
         let options = settings.daemon.daemon_options().await?;
@@ -131,11 +166,22 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let address = listener.local_addr()?;
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         println!(
-            "weir serving {} pipeline(s) from {} on http://{address}",
+            "weir serving {} pipeline(s) from {} on {scheme}://{address}",
             daemon.pipelines().len(),
             settings.pipelines.display()
         );
+        if settings.tls.is_none() && !address.ip().is_loopback() {
+            // Said on stderr as well as in the log: it is the operator's
+            // token that crosses the network.
+            eprintln!("{}", plain_http_warning(address));
+            tracing::warn!(%address, "{}", plain_http_warning(address));
+        }
         tracing::info!(
             pipelines = daemon.pipelines().len(),
             folder = %settings.pipelines.display(),
@@ -148,7 +194,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             daemon: Arc::clone(&daemon),
             tokens: Arc::from(tokens),
         };
-        weir_server::serve(state, listener, shutdown()).await?;
+        match &settings.tls {
+            Some(tls) => weir_server::serve_tls(state, listener, tls, shutdown()).await?,
+            None => weir_server::serve(state, listener, shutdown()).await?,
+        }
         // Every run loop commits its last decision and lets go of its run
         // (the next start takes up the containers that still run), and the
         // audit queue is appended, before weir exits.
@@ -157,6 +206,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What `weir serve` says when it listens beyond loopback without TLS.
+fn plain_http_warning(address: std::net::SocketAddr) -> String {
+    format!(
+        "weir: warning: serving {address} over plain HTTP: API tokens and webhook payloads cross the network in the clear; give --tls-cert and --tls-key (or tls_cert and tls_key in weir.toml), or listen on 127.0.0.1"
+    )
 }
 
 /// Completes on the first SIGTERM or SIGINT: weir stops taking requests

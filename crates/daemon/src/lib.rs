@@ -28,7 +28,7 @@ pub use catalog::{Loaded, Reload, Scan, Scanned, StoredError, load_pipelines, sc
 pub use clock::now;
 pub use config::{Config, ConfigError, Docker, Executors, Options};
 pub use drive::{Change, Control, DriveError, drive, drive_with};
-pub use intake::{Delivery, DeliveryError, DriftReport, Measured};
+pub use intake::{Delivery, DeliveryError, DriftReport, Measured, signed};
 pub use load::Usage;
 pub use logs::{LogError, LogPiece};
 pub use registry::{Lineage, LineageStep, PromoteError};

@@ -14,4 +14,4 @@ pub mod wire;
 
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
-pub use routes::{Actor, State, router, serve};
+pub use routes::{Actor, State, Tls, router, serve, serve_tls};

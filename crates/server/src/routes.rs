@@ -683,6 +683,49 @@ async fn drift(
     }))
 }
 
+/// A certificate chain and its private key, PEM files, to serve over TLS.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The certificate chain (the server's first).
+    pub cert: std::path::PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+}
+
+/// Serves the API over TLS (rustls; the process's crypto provider must be
+/// installed) on `listener` until `shutdown` completes, then finishes the
+/// requests in flight (10 s at most) and returns. A certificate or key
+/// that cannot be read is an error before anything is served.
+pub async fn serve_tls(
+    state: State,
+    listener: tokio::net::TcpListener,
+    tls: &Tls,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot use the certificate {} with the key {}: {e}",
+                    tls.cert.display(),
+                    tls.key.display()
+                ),
+            )
+        })?;
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopping.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(router(state).into_make_service())
+        .await
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then finishes
 /// the requests in flight and returns.
 pub async fn serve(

@@ -1145,3 +1145,102 @@ fn lineage_leads_from_a_version_back_to_its_commit_params_and_artifact_hashes() 
         stderr(&missing)
     );
 }
+
+/// With a certificate and key, the API is served over TLS only; a plain
+/// HTTP request gets no answer. Listening beyond loopback without TLS is
+/// said on stderr; half a TLS setting is refused before anything starts.
+#[test]
+fn tls_serves_the_api_and_plain_http_beyond_loopback_is_warned_about() {
+    let dir = setup(QUICK);
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .current_dir(dir.path());
+    let daemon = spawn_daemon(&mut command);
+    assert!(
+        daemon.addr.starts_with("https://127.0.0.1:"),
+        "{}",
+        daemon.addr
+    );
+    let token = std::fs::read_to_string(dir.path().join(".weir/token")).expect("token");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (status, pipelines, plain) = runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let trusted =
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("certificate");
+        let client = reqwest::Client::builder()
+            .tls_certs_only([trusted])
+            .build()
+            .expect("client");
+        let answer = client
+            .get(format!("{}/api/v1/pipelines", daemon.addr))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .expect("answered over TLS");
+        let status = answer.status().as_u16();
+        let pipelines: serde_json::Value = answer.json().await.expect("JSON");
+        let plain = reqwest::Client::new()
+            .get(daemon.addr.replace("https://", "http://") + "/healthz")
+            .send()
+            .await;
+        (status, pipelines, plain)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(pipelines[0]["name"], "quick", "{pipelines}");
+    assert!(
+        plain.as_ref().map_or(true, |r| !r.status().is_success()),
+        "plain HTTP was answered: {plain:?}"
+    );
+    drop(daemon);
+
+    // 0.0.0.0 without TLS: served, and said.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .current_dir(dir.path());
+    let daemon = spawn_daemon(&mut command);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log.lock().expect("log").contains("over plain HTTP") {
+        assert!(
+            Instant::now() < deadline,
+            "no warning: {}",
+            daemon.log.lock().expect("log")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        daemon
+            .log
+            .lock()
+            .expect("log")
+            .contains("weir: warning: serving 0.0.0.0:"),
+        "{}",
+        daemon.log.lock().expect("log")
+    );
+    drop(daemon);
+
+    let half = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(half.status.code(), Some(2));
+    assert_eq!(
+        stderr(&half),
+        "error: tls_cert is set but tls_key is not: give both, or neither\n"
+    );
+}
