@@ -5,6 +5,7 @@
 
 mod decisions;
 mod events;
+mod intake;
 mod triggers;
 
 use hmac::{Hmac, KeyInit, Mac};
