@@ -49,104 +49,61 @@ impl utoipa::Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        components.responses.insert(
-            "Unauthorized".to_owned(),
-            RefOr::T(
-                utoipa::openapi::ResponseBuilder::new()
-                    .description("Missing or wrong bearer token.")
-                    .content(
-                        "application/json",
-                        utoipa::openapi::ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("Error")))
-                            .build(),
-                    )
-                    .build(),
+        // The answers every operation may give, each in the error shape.
+        let shared = [
+            ("Unauthorized", "Missing or wrong bearer token."),
+            (
+                "Unprocessable",
+                "The request has the documented shape, but a value weir cannot take (a NUL character in a string).",
             ),
-        );
-        components.responses.insert(
-            "Unprocessable".to_owned(),
-            RefOr::T(
-                utoipa::openapi::ResponseBuilder::new()
-                    .description(
-                        "The request has the documented shape, but a value weir cannot take (a NUL character in a string).",
-                    )
-                    .content(
-                        "application/json",
-                        utoipa::openapi::ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("Error")))
-                            .build(),
-                    )
-                    .build(),
+            (
+                "UnsupportedMediaType",
+                "The body is not sent as Content-Type: application/json.",
             ),
-        );
-        components.responses.insert(
-            "UnsupportedMediaType".to_owned(),
-            RefOr::T(
-                utoipa::openapi::ResponseBuilder::new()
-                    .description("The body is not sent as Content-Type: application/json.")
-                    .content(
-                        "application/json",
-                        utoipa::openapi::ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("Error")))
-                            .build(),
-                    )
-                    .build(),
+            (
+                "Unavailable",
+                "The database is away (stopped, locked, out of space); nothing was changed.",
             ),
-        );
-        components.responses.insert(
-            "Unavailable".to_owned(),
-            RefOr::T(
-                utoipa::openapi::ResponseBuilder::new()
-                    .description(
-                        "The database is away (stopped, locked, out of space); nothing was changed.",
-                    )
-                    .content(
-                        "application/json",
-                        utoipa::openapi::ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("Error")))
-                            .build(),
-                    )
-                    .build(),
-            ),
-        );
+        ];
+        for (name, description) in shared {
+            let answer = utoipa::openapi::ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Error")))
+                        .build(),
+                )
+                .build();
+            components
+                .responses
+                .insert(name.to_owned(), RefOr::T(answer));
+        }
+        let shared = |name: &str| RefOr::Ref(Ref::new(format!("#/components/responses/{name}")));
         for (path, item) in doc.paths.paths.iter_mut() {
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
                 // A JSON body sent as anything else (hooks take any bytes).
+                let answers = &mut operation.responses.responses;
                 if operation.request_body.is_some() && !path.starts_with("/api/v1/hooks/") {
-                    operation
-                        .responses
-                        .responses
+                    answers
                         .entry("415".to_owned())
-                        .or_insert_with(|| {
-                            RefOr::Ref(Ref::new("#/components/responses/UnsupportedMediaType"))
-                        });
+                        .or_insert_with(|| shared("UnsupportedMediaType"));
                 }
                 let takes_input = operation.request_body.is_some()
                     || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
                 if takes_input {
-                    operation
-                        .responses
-                        .responses
+                    answers
                         .entry("422".to_owned())
-                        .or_insert_with(|| {
-                            RefOr::Ref(Ref::new("#/components/responses/Unprocessable"))
-                        });
+                        .or_insert_with(|| shared("Unprocessable"));
                 }
                 if path != "/api/v1/openapi.json" {
-                    operation
-                        .responses
-                        .responses
+                    answers
                         .entry("503".to_owned())
-                        .or_insert_with(|| {
-                            RefOr::Ref(Ref::new("#/components/responses/Unavailable"))
-                        });
+                        .or_insert_with(|| shared("Unavailable"));
                 }
                 // `security(())` marks the open ones: /healthz, /metrics, hooks.
                 if operation.security.is_none() {
-                    operation.responses.responses.insert(
-                        "401".to_owned(),
-                        RefOr::Ref(Ref::new("#/components/responses/Unauthorized")),
-                    );
+                    answers.insert("401".to_owned(), shared("Unauthorized"));
                 }
             }
         }

@@ -30,10 +30,10 @@ fn attempt(dir: &Path, line: &str) -> Launch {
     }
 }
 
-/// Runs to the end and returns the exit and the whole log.
-async fn run(attempt: &Launch, stop_after: Option<Duration>) -> (Exit, String) {
+/// Where an attempt's log goes, and what gives it back whole once the
+/// attempt has ended.
+fn collect() -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<String>) {
     let (logs, mut received) = mpsc::channel(64);
-    let (stop, stopped) = watch::channel(None);
     let collector = tokio::spawn(async move {
         let mut all = Vec::new();
         while let Some(chunk) = received.recv().await {
@@ -41,6 +41,13 @@ async fn run(attempt: &Launch, stop_after: Option<Duration>) -> (Exit, String) {
         }
         String::from_utf8_lossy(&all).into_owned()
     });
+    (logs, collector)
+}
+
+/// Runs to the end and returns the exit and the whole log.
+async fn run(attempt: &Launch, stop_after: Option<Duration>) -> (Exit, String) {
+    let (logs, collector) = collect();
+    let (stop, stopped) = watch::channel(None);
     let stopper = stop_after.map(|after| {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
@@ -67,15 +74,8 @@ async fn launch_with(
     attempt: &Launch,
     drop_after: Option<Duration>,
 ) -> (Exit, String) {
-    let (logs, mut received) = mpsc::channel(64);
+    let (logs, collector) = collect();
     let (_stop, stopped) = watch::channel(None);
-    let collector = tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Some(chunk) = received.recv().await {
-            all.extend(chunk);
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    });
     let io = AttemptIo {
         logs,
         stop: stopped,
@@ -97,15 +97,8 @@ async fn reattach(
     attempt: &Launch,
     skip: u64,
 ) -> (Exit, String) {
-    let (logs, mut received) = mpsc::channel(64);
+    let (logs, collector) = collect();
     let (_stop, stopped) = watch::channel(None);
-    let collector = tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Some(chunk) = received.recv().await {
-            all.extend(chunk);
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    });
     let io = AttemptIo {
         logs,
         stop: stopped,
