@@ -362,20 +362,28 @@ def wait_all_terminal(workload, limit):
     return False
 
 
-def outage(api, workload, seconds, stop, start, probe_name):
-    """Takes the database away for `seconds` while runs are in flight,
-    probing the API meanwhile; what it answered is returned."""
+def outage(api, workload, seconds, take, give, probe_name):
+    """Takes the database away (`take`) for `seconds` while runs are in
+    flight, then gives it back (`give`, on a timer of its own, so a probe
+    waiting for the database never holds the outage open), probing the API
+    until it is back; what it answered is returned."""
     answers = []
-    subprocess.run(stop, shell=True, check=True)
-    taken = time.monotonic()
-    while time.monotonic() - taken < seconds:
+    take()
+    back = threading.Event()
+
+    def restore():
+        give()
+        back.set()
+
+    threading.Timer(seconds, restore).start()
+    while not back.is_set():
         for method, path, body, auth in (
             ("GET", "/healthz", None, False),
             ("POST", "/api/v1/runs", {"pipeline": "mixed"}, True),
             ("GET", "/api/v1/runs?limit=5", None, True),
         ):
             try:
-                status, answer = api.call(method, path, body, auth=auth, timeout=20)
+                status, answer = api.call(method, path, body, auth=auth, timeout=30)
             except OSError as e:
                 fail(f"{probe_name}: {method} {path} got no answer: {e}")
                 continue
@@ -386,9 +394,12 @@ def outage(api, workload, seconds, stop, start, probe_name):
             if status in (200, 201, 202) and method == "POST":
                 workload.runs.add(answer["id"])
         time.sleep(0.5)
-    if start:
-        subprocess.run(start, shell=True, check=True)
     return answers
+
+
+def shell(command):
+    """A callable that runs `command`, for outage()."""
+    return lambda: subprocess.run(command, shell=True, check=True)
 
 
 def main():
@@ -436,7 +447,7 @@ def main():
     if args.outage:
         workload.fire()
         time.sleep(1.0)
-        answers = outage(api, workload, args.outage, args.pg_stop, args.pg_start, f"outage {args.outage}s")
+        answers = outage(api, workload, args.outage, shell(args.pg_stop), shell(args.pg_start), f"outage {args.outage}s")
         codes = sorted({s for _, _, s in answers})
         print(f"during the {args.outage:g} s outage: {len(answers)} probes answered {codes}")
         if 503 not in codes:
@@ -445,11 +456,13 @@ def main():
     if args.lock:
         workload.fire()
         time.sleep(1.0)
-        db = sqlite3.connect(os.path.join(data, "weir.db"), timeout=30)
-        db.execute("BEGIN EXCLUSIVE")
-        answers = outage(api, workload, args.lock, "true", None, f"lock {args.lock}s")
-        db.rollback()
-        db.close()
+        db = sqlite3.connect(os.path.join(data, "weir.db"), timeout=30, check_same_thread=False)
+
+        def release():
+            db.rollback()
+            db.close()
+
+        answers = outage(api, workload, args.lock, lambda: db.execute("BEGIN EXCLUSIVE"), release, f"lock {args.lock}s")
         codes = sorted({s for _, _, s in answers})
         print(f"during the {args.lock:g} s lock: {len(answers)} probes answered {codes}")
         workload.fire()
@@ -458,7 +471,7 @@ def main():
         time.sleep(1.0)
         filler = os.path.join(work, "filler")
         fill = f"dd if=/dev/zero of={filler} bs=1M 2>/dev/null; sync; true"
-        answers = outage(api, workload, args.full, fill, f"rm -f {filler}", f"disk full {args.full}s")
+        answers = outage(api, workload, args.full, shell(fill), shell(f"rm -f {filler}"), f"disk full {args.full}s")
         codes = sorted({s for _, _, s in answers})
         print(f"while the disk was full for {args.full:g} s: {len(answers)} probes answered {codes}")
         workload.fire()
