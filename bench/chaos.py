@@ -121,8 +121,12 @@ class Api:
             return status, text
 
 
+DAEMONS = []  # every Daemon made, for run() to kill at the end
+
+
 class Daemon:
     def __init__(self, args, work, port):
+        DAEMONS.append(self)
         self.args, self.work, self.port = args, work, port
         self.proc = None
         # Beside the work folder, not in it: that one may be made full.
@@ -498,14 +502,29 @@ def main():
     daemon.log.close()
     if args.full:
         # The supervisor may take a moment to leave the folder.
-        for _ in range(60):
+        for _ in range(20):
             if subprocess.run(["umount", work], capture_output=True).returncode == 0:
                 break
             time.sleep(0.5)
+        else:
+            # Still held: detach it now, it goes when the last user leaves.
+            subprocess.run(["umount", "-l", work])
     if not args.keep:
         subprocess.run(["rm", "-rf", work, daemon.log_path])
     return 0
 
 
+def run():
+    """main(), and whatever weir serve it started is killed however it
+    ends (a failed check, an exception, Ctrl-C)."""
+    try:
+        return main()
+    finally:
+        for daemon in DAEMONS:
+            if daemon.proc and daemon.proc.poll() is None:
+                daemon.proc.kill()
+                daemon.proc.wait()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
