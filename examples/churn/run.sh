@@ -11,7 +11,10 @@
 #      approved and registers churn@2 (staging); a second event while it runs
 #      is coalesced into it, and a third after it, inside the cooldown, is
 #      suppressed;
-#   4. events, registry history, lineage and the audit chain (which
+#   4. a replay of the run that produced churn@2 (same pipeline version,
+#      params, event and image ids) reproduces its 3 artifacts bit for bit;
+#   5. events, registry history, lineage (with the replay), churn@2's model
+#      card (checked against its audit entry) and the audit chain (which
 #      verifies, online and offline) show all of it.
 # Usage: examples/churn/run.sh   (WEIR=path/to/weir to use a built binary)
 set -euo pipefail
@@ -112,11 +115,17 @@ python3 -c "import json,sys; d=json.loads(sys.argv[1])['decision']; assert d.sta
   fail "the event inside the cooldown was not suppressed"
 
 echo
-echo "== 4. what weir kept"
+echo "== 4. replay: what produced churn@2, run again, reproduces it bit for bit"
+show replay churn@2 --wait | tee replay.out
+tail -1 replay.out | grep -qx "reproduced: 3 of 3 artifacts identical" || fail "churn@2 was not reproduced"
+
+echo
+echo "== 5. what weir kept"
 show events
 show models list
 show models history churn
 show lineage churn@2
+show models card churn@2
 show audit verify
 "$WEIR" audit export --file audit.jsonl
 show audit verify --file audit.jsonl --pubkey "$("$WEIR" audit key)"

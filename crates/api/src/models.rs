@@ -153,6 +153,9 @@ pub struct Lineage {
     pub run: LineageRun,
     /// The steps that led to its register step, in the pipeline's order.
     pub steps: Vec<LineageStep>,
+    /// Each replay of its run and what it found, oldest first.
+    #[serde(default)]
+    pub replays: Vec<Replay>,
 }
 
 /// The run of a [`Lineage`].
@@ -221,4 +224,101 @@ pub struct LineageStep {
     /// Its metrics.
     #[schema(value_type = Object)]
     pub metrics: Object,
+}
+
+/// A version's model card: what the pipeline's `model_card:` says, with
+/// what weir knows of the version (metrics and slices, gate evidence,
+/// approvals, steps with images and artifact hashes, params, commit, the
+/// previous version), checked against the audit entry of its registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelCard {
+    /// The model.
+    pub model: String,
+    /// The version.
+    pub version: i64,
+    /// The card.
+    #[schema(value_type = Object)]
+    pub card: serde_json::Value,
+    /// The SHA-256 of the card's canonical JSON (keys sorted), now.
+    pub sha256: String,
+    /// The audit entry that recorded the registration, if found.
+    pub audit_seq: Option<i64>,
+    /// The card hash that entry recorded.
+    pub recorded_sha256: Option<String>,
+    /// Whether the card is the one its registration recorded: false means
+    /// it was changed afterwards (or its entry is missing).
+    pub verified: bool,
+}
+
+/// `GET …/card`'s query.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CardQuery {
+    /// `json` (the default), `md` (Markdown) or `html` (a page).
+    pub format: Option<CardFormat>,
+}
+
+/// How a model card is written out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CardFormat {
+    /// [`ModelCard`] as JSON.
+    #[default]
+    Json,
+    /// Markdown.
+    Md,
+    /// A standalone HTML page.
+    Html,
+}
+
+/// What a replay of a model version's run found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Replay {
+    /// The replay run.
+    pub run: String,
+    /// The run it replayed (the one that registered the version).
+    pub original: String,
+    /// How the replay run ended.
+    pub state: crate::RunState,
+    /// Whether every declared artifact came out identical.
+    pub reproduced: bool,
+    /// Artifacts compared.
+    pub compared: i64,
+    /// Of those, identical.
+    pub identical: i64,
+    /// `reproduced: 3 of 3 artifacts identical`, or what differs.
+    pub summary: String,
+    /// Each declared artifact, in the order the steps run.
+    pub artifacts: Vec<ReplayedArtifact>,
+    /// The first step whose artifacts differ, and what that says.
+    pub first_difference: Option<ReplayDifference>,
+    /// When the finding was kept.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One artifact of a [`Replay`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplayedArtifact {
+    /// The step instance that declares it.
+    pub step: String,
+    /// Its path under the work folder.
+    pub path: String,
+    /// Its SHA-256 in the original run.
+    pub original: String,
+    /// Its SHA-256 in the replay (null: not produced).
+    pub replayed: Option<String>,
+    /// Whether they are the same.
+    pub identical: bool,
+}
+
+/// Where a [`Replay`] first differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplayDifference {
+    /// The step instance.
+    pub step: String,
+    /// Its artifacts that differ.
+    pub paths: Vec<String>,
+    /// What it means.
+    pub cause: String,
 }

@@ -181,6 +181,19 @@ pub enum Cause {
         /// Who asked.
         actor: String,
     },
+    /// A replay of the run that produced a model version.
+    Replay {
+        /// The model.
+        model: String,
+        /// Its version.
+        version: i64,
+        /// The run that registered it.
+        of: String,
+        /// Who asked.
+        actor: String,
+        /// The image id each container step instance runs, by instance id.
+        images: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// A run being stopped.

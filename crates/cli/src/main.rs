@@ -65,6 +65,9 @@ enum Command {
     /// Where a model version came from: run, pipeline file, commit, params,
     /// images and artifact hashes, as a tree (--output json: as data).
     Lineage(models::LineageArgs),
+    /// Run again what produced a model version (same pipeline version,
+    /// params, event and image ids) and compare every artifact's sha256.
+    Replay(models::ReplayArgs),
     /// The audit log: verify the chain, export it, show the public key.
     Audit(audit::Args),
     /// Webhook deliveries and other events, with what weir decided for each.
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Models(args) => models::run(&args),
         Command::Audit(args) => audit::run(&args),
         Command::Lineage(args) => models::lineage(&args),
+        Command::Replay(args) => models::replay(&args),
         Command::Events(args) => remote::events(&args),
         Command::Backfill(args) => remote::backfill(&args),
         Command::Supervise => weir_daemon::supervise()

@@ -51,6 +51,24 @@ enum Command {
         /// The model.
         model: String,
     },
+    /// A version's model card (MODEL@N), checked against the audit entry
+    /// of its registration: exits 1 when the card was changed since.
+    Card {
+        /// MODEL@VERSION.
+        #[arg(value_name = "MODEL@VERSION")]
+        target: String,
+        /// Markdown, JSON (the card with its check) or a standalone HTML page.
+        #[arg(long, value_enum, default_value_t = CardFormat::Md)]
+        format: CardFormat,
+    },
+}
+
+/// How `weir models card` writes the card.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CardFormat {
+    Md,
+    Json,
+    Html,
 }
 
 /// `MODEL@N` split, or an error that shows the form.
@@ -127,6 +145,36 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     or_dash(promoted.from_version),
                     promoted.actor
                 );
+            }
+            Command::Card { target, format } => {
+                let (name, version) = model_at(target)?;
+                let path = format!("/models/{}/versions/{version}/card", encode(name));
+                let card: api::ModelCard = client.get(&path).await?;
+                match format {
+                    CardFormat::Json => println!("{}", serde_json::to_string_pretty(&card)?),
+                    CardFormat::Md => print!("{}", weir_daemon::card::markdown(&card.card)),
+                    CardFormat::Html => print!("{}", weir_daemon::card::html(&card.card)),
+                }
+                match (card.verified, card.audit_seq) {
+                    (true, Some(seq)) => eprintln!(
+                        "card sha256 {} matches audit entry {seq} (model.registered {target})",
+                        card.sha256
+                    ),
+                    (_, Some(seq)) => {
+                        eprintln!(
+                            "error: card sha256 {} does not match the {} recorded by audit entry {seq}: the card was changed after {target} was registered",
+                            card.sha256,
+                            card.recorded_sha256.as_deref().unwrap_or("nothing"),
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    (_, None) => {
+                        eprintln!(
+                            "error: no audit entry records the registration of {target}: the card cannot be checked"
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
             }
             Command::History { model } => {
                 let path = format!("/models/{}/history", encode(model));
@@ -368,4 +416,81 @@ fn print_lineage(l: &api::Lineage) {
             println!("{rest}artifact {path} sha256:{}", short(sha));
         }
     }
+    for replay in &l.replays {
+        println!(
+            "replayed by run {} ({})  {}",
+            replay.run,
+            crate::output::time(&replay.created_at),
+            replay.summary
+        );
+    }
+}
+
+/// Arguments of `weir replay`.
+#[derive(clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// MODEL@VERSION.
+    #[arg(value_name = "MODEL@VERSION")]
+    target: String,
+    /// Follow the replay to its end and print what it found; exits 0 when
+    /// it reproduced the version, 1 when not.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print the answer.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub(crate) fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let (name, version) = model_at(&args.target)?;
+    crate::local::runtime()?.block_on(async {
+        let client = Client::new(&args.client)?;
+        let path = format!("/models/{}/versions/{version}", encode(name));
+        let run: api::Run = client.post(&format!("{path}/replay"), None::<&()>).await?;
+        if !args.wait {
+            if args.output == Output::Json {
+                return print_json(&run);
+            }
+            println!("run {} replays {} ({})", run.id, args.target, run.state);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if args.output == Output::Table {
+            println!("run {} replays {}", run.id, args.target);
+        }
+        // The finding is kept just after the run ends.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
+        let found = loop {
+            let replays: Vec<api::Replay> = client.get(&format!("{path}/replays")).await?;
+            if let Some(found) = replays.into_iter().find(|r| r.run == run.id) {
+                break found;
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("replay run {} did not end within a day", run.id);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        if args.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&found)?);
+        } else {
+            for a in &found.artifacts {
+                let replayed = a.replayed.as_deref().map_or("-", short);
+                let mark = if a.identical { "identical" } else { "DIFFERS" };
+                println!(
+                    "  {:<12} {:<24} {}  {}  {mark}",
+                    a.step,
+                    a.path,
+                    short(&a.original),
+                    replayed
+                );
+            }
+            println!("{}", found.summary);
+        }
+        Ok(if found.reproduced {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
 }

@@ -160,7 +160,11 @@ pub(crate) fn audit_change(audit: &Auditor, pipeline: &Pipeline, run: &Run, chan
                 &actor,
                 "model.registered",
                 &format!("{}@{version}", register.model.value),
-                serde_json::json!({ "sha256": outputs.get("sha256"), "step": subject }),
+                serde_json::json!({
+                    "sha256": outputs.get("sha256"),
+                    "card_sha256": outputs.get("card_sha256"),
+                    "step": subject,
+                }),
             );
             if let Some(alias) = &register.alias {
                 audit.record(

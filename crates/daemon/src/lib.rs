@@ -9,6 +9,7 @@
 mod approvals;
 mod attempt;
 mod audit;
+pub mod card;
 mod catalog;
 mod clock;
 mod config;
@@ -18,12 +19,14 @@ mod load;
 mod logs;
 mod register;
 mod registry;
+mod replay;
 mod runs;
 mod schedules;
 mod tasks;
 
 pub use approvals::DecideError;
 pub use audit::{ExportError, Verified, verify_export};
+pub use card::{Card, CardError};
 pub use catalog::{Loaded, Reload, Scan, Scanned, StoredError, load_pipelines, scan, stored};
 pub use clock::now;
 pub use config::{Config, ConfigError, Docker, Executors, Options};

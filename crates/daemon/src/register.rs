@@ -24,12 +24,21 @@ pub(crate) struct Registration {
     run_id: String,
     step: String,
     alias: Option<String>,
+    card: crate::card::Draft,
 }
 
-/// A register step whose artifact path leaves the work folder.
+/// Why a register step cannot register.
 #[derive(Debug, thiserror::Error)]
-#[error("artifact '{0}' must be a path inside the run's work folder ($WEIR_WORK), without '..'")]
-pub(crate) struct OutsideWork(String);
+pub(crate) enum RegisterError {
+    /// Its artifact path leaves the work folder.
+    #[error(
+        "artifact '{0}' must be a path inside the run's work folder ($WEIR_WORK), without '..'"
+    )]
+    OutsideWork(String),
+    /// A `model_card` template read something absent.
+    #[error("cannot write the model card: {0}")]
+    Card(#[from] weir_engine::PrepareError),
+}
 
 /// What register step `step` of `run` registers.
 pub(crate) fn registration(
@@ -38,7 +47,7 @@ pub(crate) fn registration(
     step: usize,
     register: &weir_model::pipeline::Register,
     options: &Options,
-) -> Result<Registration, OutsideWork> {
+) -> Result<Registration, RegisterError> {
     let artifact = register.artifact.value.clone();
     let relative = std::path::Path::new(&artifact);
     let inside = relative.components().all(|c| {
@@ -48,7 +57,7 @@ pub(crate) fn registration(
         )
     });
     if !inside {
-        return Err(OutsideWork(artifact));
+        return Err(RegisterError::OutsideWork(artifact));
     }
     let mut metrics = serde_json::Map::new();
     if let Some(from) = &register.metrics_from {
@@ -75,7 +84,9 @@ pub(crate) fn registration(
             }
         }
     }
+    let card = crate::card::draft(pipeline, run, step)?;
     Ok(Registration {
+        card,
         model: register.model.value.clone(),
         path: run_dir(options, run).join("work").join(relative),
         artifact,
@@ -86,8 +97,9 @@ pub(crate) fn registration(
     })
 }
 
-/// Hashes the artifact and registers the version: outputs `model`,
-/// `version` and `sha256`; a missing artifact fails the step, naming it.
+/// Hashes the artifact, registers the version and keeps its card: outputs
+/// `model`, `version`, `sha256` and `card_sha256`; a missing artifact
+/// fails the step, naming it.
 pub(crate) async fn register_version(store: &Store, new: Registration) -> Outcome {
     let path = new.path.clone();
     let hashed = tokio::task::spawn_blocking(move || sha256_file(&path)).await;
@@ -127,13 +139,29 @@ pub(crate) async fn register_version(store: &Store, new: Registration) -> Outcom
             other => break other,
         }
     };
-    match registered {
-        Ok(registered) => {
+    let registered = match registered {
+        Ok(registered) => registered,
+        Err(e) => return Outcome::failed(format!("cannot register {}: {e}", new.model)),
+    };
+    let mut delay = std::time::Duration::from_millis(100);
+    let card = loop {
+        match crate::card::keep(store, new.card.clone(), &registered).await {
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(model = %new.model, error = %e, retry_in = ?delay, "the store is away; the model card waits for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => break other,
+        }
+    };
+    match card {
+        Ok((_, card_sha256)) => {
             tracing::info!(model = %new.model, version = registered.version, run = %new.run_id, "model registered");
             let outputs = serde_json::json!({
                 "model": registered.model,
                 "version": registered.version,
                 "sha256": registered.sha256,
+                "card_sha256": card_sha256,
             });
             Outcome {
                 exit_code: Some(0),
@@ -142,7 +170,10 @@ pub(crate) async fn register_version(store: &Store, new: Registration) -> Outcom
                 ..Outcome::default()
             }
         }
-        Err(e) => Outcome::failed(format!("cannot register {}: {e}", new.model)),
+        Err(e) => Outcome::failed(format!(
+            "cannot keep the card of {}@{}: {e}",
+            new.model, registered.version
+        )),
     }
 }
 

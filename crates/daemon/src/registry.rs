@@ -35,6 +35,8 @@ pub struct Lineage {
     pub event_commit: Option<String>,
     /// The steps that led to the register step, in the pipeline's order.
     pub steps: Vec<LineageStep>,
+    /// Each replay of the run and what it found, oldest first.
+    pub replays: Vec<weir_store::StoredReplay>,
 }
 
 /// One step of a [`Lineage`].
@@ -126,7 +128,9 @@ impl Daemon {
             .or_else(|| run.event.pointer("/head_commit/id"))
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned);
+        let replays = self.store.replays(model, version).await?;
         Ok(Lineage {
+            replays,
             version: registered,
             run,
             pipeline_hash,

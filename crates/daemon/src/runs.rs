@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
-use weir_engine::{Admission, Cause, Decision, Run, admit, new_run, retry_run};
+use weir_engine::{Admission, Cause, Decision, Run, admit, new_run, replay_run, retry_run};
 use weir_model::Pipeline;
 use weir_store::Store;
 
@@ -44,6 +44,23 @@ pub enum TriggerError {
     /// The pipeline version the retried run came from cannot be had.
     #[error(transparent)]
     Stored(#[from] crate::catalog::StoredError),
+    /// The version's run cannot be replayed.
+    #[error(transparent)]
+    Replay(#[from] weir_engine::ReplayError),
+    /// An image a replay must run, by id, is not on this host.
+    #[error(
+        "cannot replay {target}: image {image} (step {step} of run {run}) is not on this host; load it (docker load) or replay on the host that has it"
+    )]
+    MissingImage {
+        /// `MODEL@N`.
+        target: String,
+        /// The image id.
+        image: String,
+        /// The step that ran it.
+        step: String,
+        /// The run that ran it.
+        run: String,
+    },
     /// A backfill of a pipeline without schedules.
     #[error("pipeline '{0}' has no schedule to backfill")]
     NoSchedule(String),
@@ -185,6 +202,7 @@ impl Daemon {
         }
         let daemon = Daemon::new(store, Some(dir.to_owned()), options, loaded)?;
         daemon.recover().await?;
+        daemon.keep_unkept_replays().await?;
         // Only now: a slot firing before the recovered runs are registered
         // would not see them, and could exceed `max_runs`.
         daemon.spawn_scheduler();
@@ -358,6 +376,15 @@ impl Daemon {
                     run: of.clone(),
                     source,
                 })?;
+                (pipeline, hash, run)
+            }
+            Cause::Replay {
+                model, version, of, ..
+            } => {
+                let original = self.store.load_run(of).await?;
+                let (pipeline, hash) = stored(&self.store, of).await?;
+                let step = self.store.model_version(model, *version).await?.step;
+                let run = replay_run(&pipeline, &original, &id, &step, start.cause.clone(), at)?;
                 (pipeline, hash, run)
             }
             cause => {
@@ -587,6 +614,12 @@ impl Daemon {
                 ),
                 Ok(_) => tracing::info!(run = %id, "run let go at shutdown"),
                 Err(e) => tracing::error!(run = %id, error = %e, "run stopped being driven"),
+            }
+            if let Ok(run) = &driven
+                && run.state.is_terminal()
+                && let Err(e) = daemon.keep_replay(run).await
+            {
+                tracing::error!(run = %id, error = %e, "cannot keep what the replay found; kept at the next start");
             }
             if let Ok(run) = driven
                 && notices.receiver_count() > 0

@@ -48,6 +48,22 @@ pub enum Cause {
         /// Who asked for it.
         actor: String,
     },
+    /// A replay of the run that produced a model version, to prove it can
+    /// be reproduced: the same pipeline version, params and event, and the
+    /// same images by id.
+    Replay {
+        /// The model.
+        model: String,
+        /// Its version.
+        version: i64,
+        /// The run that registered it.
+        of: String,
+        /// Who asked for it.
+        actor: String,
+        /// The image id each container step instance ran, by instance id.
+        #[serde(default)]
+        images: std::collections::BTreeMap<String, String>,
+    },
 }
 
 impl Cause {
@@ -59,7 +75,7 @@ impl Cause {
     }
 
     /// The kind: `manual`, `webhook`, `schedule`, `backfill`, `drift`,
-    /// `retry` (what `run.trigger` reads in expressions and listings show).
+    /// `retry`, `replay` (what `run.trigger` reads in expressions and listings show).
     pub fn kind(&self) -> &'static str {
         match self {
             Cause::Manual { .. } => "manual",
@@ -68,6 +84,7 @@ impl Cause {
             Cause::Backfill { .. } => "backfill",
             Cause::Drift { .. } => "drift",
             Cause::Retry { .. } => "retry",
+            Cause::Replay { .. } => "replay",
         }
     }
 
@@ -75,7 +92,9 @@ impl Cause {
     /// manual runs and retries, else the kind of trigger.
     pub fn actor(&self) -> &str {
         match self {
-            Cause::Manual { actor } | Cause::Retry { actor, .. } => actor,
+            Cause::Manual { actor } | Cause::Retry { actor, .. } | Cause::Replay { actor, .. } => {
+                actor
+            }
             other => other.kind(),
         }
     }

@@ -13,13 +13,17 @@ mod cause;
 mod context;
 pub mod drift;
 mod prepare;
+mod replay;
 mod retry;
 mod run;
 pub mod schedule;
 
 pub use advance::{Action, Admission, Capacity, Error, Event, Outcome, StopReason, admit, advance};
 pub use cause::{Cause, Decision, LastDrift, drift_decision};
-pub use prepare::{PrepareError, Prepared, Program, prepare};
+pub use prepare::{PrepareError, Prepared, Program, model_card, prepare};
+pub use replay::{
+    Compared, Difference, ReplayError, Reproduction, compare, replay_images, replay_run,
+};
 pub use retry::{RetryError, retry_run};
 pub use run::{
     Attempt, AttemptState, Evidence, ParamsError, Read, Run, RunState, StepRun, StepState,

@@ -109,10 +109,18 @@ pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared,
                 .collect::<Result<_, _>>()?,
         ),
     };
-    let image = match (image, executor) {
-        (Some(image), Executor::Docker) => Some(render(&image.value, "image")?),
+    // A replay runs each step on the image id the original ran, which is
+    // local by definition: never pulled, and a missing one fails the step.
+    let pinned = match &run.cause {
+        crate::Cause::Replay { images, .. } => images.get(&run.steps[index].id),
         _ => None,
     };
+    let image = match (image, executor, pinned) {
+        (Some(_), Executor::Docker, Some(pinned)) => Some(pinned.clone()),
+        (Some(image), Executor::Docker, None) => Some(render(&image.value, "image")?),
+        _ => None,
+    };
+    let pull = if pinned.is_some() { Pull::Never } else { *pull };
     let mut rendered_env = Vec::new();
     for var in pipeline.env.iter().chain(env) {
         let value = render(&var.value, &format!("env {}", var.name.value))?;
@@ -122,7 +130,7 @@ pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared,
     Ok(Prepared {
         command,
         image,
-        pull: *pull,
+        pull,
         executor: *executor,
         env: rendered_env,
         secrets: secrets.iter().map(|s| s.value.clone()).collect(),
@@ -131,4 +139,32 @@ pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared,
         memory: resources.memory.map(|m| m.bytes()),
         artifacts: artifacts.iter().map(|a| a.value.clone()).collect(),
     })
+}
+
+/// The `model_card:` fields of `pipeline`, rendered against `run` as its
+/// register step instance `index` sees it (`None` when it has no card).
+pub fn model_card(
+    run: &Run,
+    pipeline: &Pipeline,
+    index: usize,
+) -> Result<Option<Vec<(String, String)>>, PrepareError> {
+    let Some(card) = &pipeline.model_card else {
+        return Ok(None);
+    };
+    let ctx = context::for_instance(run, pipeline, index);
+    let fields = card
+        .fields
+        .iter()
+        .map(|(key, template)| {
+            let text = template
+                .value
+                .render(&ctx)
+                .map_err(|e| PrepareError::Template {
+                    template: format!("model_card.{}", key.value),
+                    reason: e.to_string(),
+                })?;
+            Ok((key.value.clone(), text))
+        })
+        .collect::<Result<_, PrepareError>>()?;
+    Ok(Some(fields))
 }

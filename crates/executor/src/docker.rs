@@ -430,6 +430,10 @@ impl Executor for DockerExecutor {
         "docker"
     }
 
+    fn has_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(async move { Some(self.docker.inspect_image(image).await.is_ok()) })
+    }
+
     fn launch<'a>(&'a self, launch: &'a Launch, io: AttemptIo) -> BoxFuture<'a, Exit> {
         Box::pin(self.run(launch, io))
     }

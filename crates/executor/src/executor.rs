@@ -205,4 +205,11 @@ pub trait Executor: Send + Sync {
     /// recorded exit status), so a weir that dies before the commit finds
     /// it ended, not lost.
     fn release<'a>(&'a self, launch: &'a Launch) -> BoxFuture<'a, ()>;
+
+    /// Whether `image` (a reference or an id) is on this executor's host
+    /// without pulling it: `None` for an executor that runs no images.
+    fn has_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Option<bool>> {
+        let _ = image;
+        Box::pin(async { None })
+    }
 }

@@ -164,6 +164,20 @@ fn judge_step(
         ));
     };
     match site.step {
+        None if site.site == Site::ModelCard => {
+            let before = skeletons
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_register)
+                .find(|(reader, _)| *reader == target || !dag.is_upstream(target, *reader));
+            if let Some((_, register)) = before {
+                let message = format!(
+                    "model_card can't read steps.{name}: step '{name}' is not upstream of register step '{}', so it has not finished when the card is written",
+                    register.id.value
+                );
+                return Some((1, Code::NotUpstream, message));
+            }
+        }
         None => {
             let message = format!(
                 "{} can't read steps.{name}: it applies to every step; read it in a step's own env instead",

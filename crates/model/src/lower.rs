@@ -24,6 +24,15 @@ pub(crate) const PIPELINE_KEYS: &[&str] = &[
     "env",
     "defaults",
     "steps",
+    "model_card",
+];
+/// Keys of `model_card`.
+pub(crate) const MODEL_CARD_KEYS: &[&str] = &[
+    "intended_use",
+    "users",
+    "limitations",
+    "ethical_considerations",
+    "owners",
 ];
 /// Keys of `on:`.
 pub(crate) const ON_KEYS: &[&str] = &["manual", "schedule", "webhook", "drift"];
@@ -87,6 +96,7 @@ pub(crate) struct Skeleton {
     pub(crate) matrix_keys: Vec<String>,
     pub(crate) is_matrix: bool,
     pub(crate) metrics_from: Option<Spanned<String>>,
+    pub(crate) is_register: bool,
 }
 
 /// Where an expression appears, which decides the names it may read.
@@ -106,6 +116,8 @@ pub(crate) enum Site {
     StepEnv,
     /// A value of the pipeline's `env:`.
     PipelineEnv,
+    /// A field of `model_card:`, rendered when a register step registers.
+    ModelCard,
 }
 
 impl Site {
@@ -117,6 +129,7 @@ impl Site {
             Site::Command => "command",
             Site::Image => "image",
             Site::StepEnv | Site::PipelineEnv => "env",
+            Site::ModelCard => "model_card",
         }
     }
 }
@@ -602,6 +615,16 @@ impl Lowerer<'_> {
             ..Defaults::default()
         };
         let steps = self.steps(&fields, Some(defaults.as_ref().unwrap_or(&fallback)));
+        let model_card = match fields.get("model_card") {
+            Some(node) => self.model_card(node).map(Some),
+            None => Some(None),
+        };
+        let registers = self.skeletons.iter().any(|s| s.is_register);
+        if let (Some(pos), false) = (fields.key_pos("model_card"), registers) {
+            let message = "model_card has no effect: no step of this pipeline registers a model";
+            self.diags
+                .push(Diagnostic::warning(pos, Code::IgnoredKey, message));
+        }
         Some(Pipeline {
             name: name?,
             description,
@@ -613,7 +636,27 @@ impl Lowerer<'_> {
             // Filled by `validate` once the whole-pipeline checks ran.
             dag: crate::Dag::default(),
             reads: crate::pipeline::Reads::default(),
+            model_card: model_card?,
         })
+    }
+
+    fn model_card(&mut self, node: &Node) -> Option<ModelCard> {
+        let fields = self.fields(node, "model_card", MODEL_CARD_KEYS)?;
+        let (card, clean) = self.clean(|cx| {
+            let mut card = Vec::new();
+            for key in MODEL_CARD_KEYS {
+                let (Some(value), Some(pos)) = (fields.get(key), fields.key_pos(key)) else {
+                    continue;
+                };
+                if let Some(text) =
+                    cx.template(value, &format!("model_card.{key}"), Site::ModelCard)
+                {
+                    card.push((Spanned::new((*key).to_owned(), pos), text));
+                }
+            }
+            card
+        });
+        clean.then_some(ModelCard { fields: card })
     }
 
     fn param_names(&mut self, root: &Node) -> Vec<String> {
@@ -1070,6 +1113,7 @@ impl Lowerer<'_> {
             matrix_keys: Vec::new(),
             is_matrix: false,
             metrics_from: None,
+            is_register: false,
         });
         let step = fields.and_then(|fields| self.step_body(text, key, &fields, defaults));
         self.step = None;
@@ -1314,6 +1358,9 @@ impl Lowerer<'_> {
         };
         if let (Some(index), Some(from)) = (self.step, metrics_from.as_ref()) {
             self.skeletons[index].metrics_from = from.clone();
+        }
+        if let Some(index) = self.step {
+            self.skeletons[index].is_register = true;
         }
         Some(StepKind::Register(Register {
             model: model?,

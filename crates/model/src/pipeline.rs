@@ -45,6 +45,17 @@ pub struct Pipeline {
     pub dag: crate::Dag,
     /// What the pipeline's expressions read, as validation found it.
     pub reads: Reads,
+    /// The people-written part of the card of every version its register
+    /// steps make.
+    pub model_card: Option<ModelCard>,
+}
+
+/// The `model_card:` block: free text for people, each field a template
+/// rendered against the run when a version is registered.
+#[derive(Debug, Clone)]
+pub struct ModelCard {
+    /// `intended_use`, `users`, … with their templates, in the format's order.
+    pub fields: Vec<(Spanned<String>, Spanned<Template>)>,
 }
 
 /// Which of the run's inputs a pipeline's expressions read at all, so a

@@ -9,8 +9,9 @@
 
 use crate::lower::{
     APPROVAL_KEYS, BACKOFFS, CATCHUPS, COMMON_STEP_KEYS, CONCURRENCY_KEYS, CONTAINER_KEYS,
-    DEFAULTS_KEYS, DRIFT_KEYS, EXECUTORS, KIND_KEYS, ON_CONFLICTS, ON_KEYS, PARAM_KEYS,
-    PIPELINE_KEYS, PULLS, REGISTER_KEYS, RESOURCES_KEYS, RETRY_KEYS, SCHEDULE_KEYS, WEBHOOK_KEYS,
+    DEFAULTS_KEYS, DRIFT_KEYS, EXECUTORS, KIND_KEYS, MODEL_CARD_KEYS, ON_CONFLICTS, ON_KEYS,
+    PARAM_KEYS, PIPELINE_KEYS, PULLS, REGISTER_KEYS, RESOURCES_KEYS, RETRY_KEYS, SCHEDULE_KEYS,
+    WEBHOOK_KEYS,
 };
 use serde_json::{Map, Value, json};
 
@@ -66,6 +67,7 @@ pub fn schema() -> Value {
                 ]
             },
             "register": object(REGISTER_KEYS, &["model", "artifact"]),
+            "model_card": object(MODEL_CARD_KEYS, &[]),
             "env": {
                 "type": "object",
                 "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "not": { "pattern": "^WEIR_" } },
@@ -231,6 +233,13 @@ fn property(key: &str) -> Value {
         "model" | "alias" => reference("name"),
         "artifact" => json!({ "type": "string", "minLength": 1 }),
         "metrics_from" => json!({ "type": "string" }),
+        "model_card" => json!({
+            "allOf": [reference("model_card")],
+            "description": "Free text for the card of every version this pipeline registers.",
+        }),
+        "intended_use" | "users" | "limitations" | "ethical_considerations" | "owners" => {
+            reference("template")
+        }
         _ => Value::Null,
     }
 }

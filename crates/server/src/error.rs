@@ -96,6 +96,10 @@ impl From<weir_daemon::TriggerError> for ApiError {
             T::Retry(_) | T::Stored(_) | T::Folder { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "cannot-retry", e.to_string())
             }
+            T::Replay(_) => ApiError::new(StatusCode::CONFLICT, "cannot-replay", e.to_string()),
+            T::MissingImage { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "image-missing", e.to_string())
+            }
             T::NoSchedule(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "cannot-backfill",

@@ -31,9 +31,10 @@ use utoipa::openapi::{Ref, RefOr};
         crate::hooks::hook,
         crate::routes::models, crate::routes::model, crate::routes::model_version,
         crate::routes::model_history, crate::routes::promote, crate::routes::lineage,
+        crate::routes::model_card, crate::routes::replay, crate::routes::replays,
         crate::routes::audit, crate::routes::audit_verify, crate::routes::audit_key,
     ),
-    components(schemas(weir_api::Error, weir_api::Replayed)),
+    components(schemas(weir_api::Error, weir_api::Replayed, weir_api::CardFormat)),
     modifiers(&Bearer),
 )]
 struct Document;

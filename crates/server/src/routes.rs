@@ -52,6 +52,9 @@ pub fn router(state: State) -> Router {
         .route("/models/{name}/history", get(model_history))
         .route("/models/{name}/versions/{version}", get(model_version))
         .route("/models/{name}/versions/{version}/lineage", get(lineage))
+        .route("/models/{name}/versions/{version}/card", get(model_card))
+        .route("/models/{name}/versions/{version}/replay", post(replay))
+        .route("/models/{name}/versions/{version}/replays", get(replays))
         .route("/models/{name}/aliases/{alias}", post(promote))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
@@ -413,6 +416,90 @@ async fn lineage(
     Ok(Json(wire::lineage(
         state.daemon.lineage(&name, version).await?,
     )))
+}
+
+/// Replays the run that registered a version: its stored pipeline
+/// version, params, event and image ids, up to the register step (gates
+/// evaluated again, approvals as decided then, nothing registered). When
+/// the run ends its artifacts are compared with the original's
+/// (`GET …/replays`, the lineage).
+#[utoipa::path(post, path = "/api/v1/models/{name}/versions/{version}/replay", operation_id = "replayModelVersion", tag = "models",
+    params(("name" = String, Path, description = "The model."), ("version" = i64, Path, description = "The version.")),
+    responses((status = 201, description = "The replay run, created.", body = api::Run),
+        (status = 400, description = "The version is not a number.", body = api::Error),
+        (status = 404, description = "No such version.", body = api::Error),
+        (status = 409, description = "It cannot be replayed here: an image it ran is not on this host, or its pipeline version is gone.", body = api::Error)))]
+async fn replay(
+    Extract(state): Extract<State>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    ApiPath((name, version)): ApiPath<(String, i64)>,
+) -> Result<(StatusCode, Json<api::Run>), ApiError> {
+    let run = state.daemon.replay(&name, version, &actor).await?;
+    Ok((StatusCode::CREATED, Json(wire::run(&run))))
+}
+
+/// What each replay of a version's run found, oldest first.
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/replays", operation_id = "listReplays", tag = "models",
+    params(("name" = String, Path, description = "The model."), ("version" = i64, Path, description = "The version.")),
+    responses((status = 200, description = "The replays.", body = [api::Replay]),
+        (status = 400, description = "The version is not a number.", body = api::Error),
+        (status = 404, description = "No such version.", body = api::Error)))]
+async fn replays(
+    Extract(state): Extract<State>,
+    ApiPath((name, version)): ApiPath<(String, i64)>,
+) -> Result<Json<Vec<api::Replay>>, ApiError> {
+    let store = state.daemon.store();
+    store.model_version(&name, version).await?;
+    let kept = store.replays(&name, version).await?;
+    Ok(Json(kept.into_iter().map(wire::replay).collect()))
+}
+
+impl Params for api::CardQuery {
+    const EXAMPLE: &'static str = "?format=json|md|html";
+}
+
+/// A version's model card, checked against the audit entry of its
+/// registration; as JSON, Markdown or an HTML page.
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/card", operation_id = "modelCard", tag = "models",
+    params(("name" = String, Path, description = "The model."), ("version" = i64, Path, description = "The version."), api::CardQuery),
+    responses((status = 200, description = "The card.", content(
+            (api::ModelCard = "application/json"),
+            (String = "text/markdown"),
+            (String = "text/html"))),
+        (status = 400, description = "The version is not a number, or a bad query value.", body = api::Error),
+        (status = 404, description = "No such version, or one registered before weir wrote cards.", body = api::Error)))]
+async fn model_card(
+    Extract(state): Extract<State>,
+    ApiPath((name, version)): ApiPath<(String, i64)>,
+    ApiQuery(query): ApiQuery<api::CardQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let card = match state.daemon.model_card(&name, version).await {
+        Ok(card) => card,
+        Err(weir_daemon::CardError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(ApiError::not_found(e.to_string())),
+    };
+    let text = |content_type: &'static str, body: String| {
+        let headers = [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ];
+        (headers, body).into_response()
+    };
+    Ok(match query.format.unwrap_or_default() {
+        api::CardFormat::Json => Json(wire::model_card(&name, version, card)).into_response(),
+        api::CardFormat::Md => text(
+            "text/markdown; charset=utf-8",
+            weir_daemon::card::markdown(&card.card),
+        ),
+        api::CardFormat::Html => text(
+            "text/html; charset=utf-8",
+            weir_daemon::card::html(&card.card),
+        ),
+    })
 }
 
 /// Every move of every alias of a model, oldest first.

@@ -95,6 +95,19 @@ pub fn cause(cause: &engine::Cause) -> api::Cause {
         C::Backfill { slot } => api::Cause::Backfill { slot },
         C::Drift { metric, value } => api::Cause::Drift { metric, value },
         C::Retry { of, from, actor } => api::Cause::Retry { of, from, actor },
+        C::Replay {
+            model,
+            version,
+            of,
+            actor,
+            images,
+        } => api::Cause::Replay {
+            model,
+            version,
+            of,
+            actor,
+            images,
+        },
     }
 }
 
@@ -309,5 +322,66 @@ pub(crate) fn lineage(l: weir_daemon::Lineage) -> api::Lineage {
                 metrics: s.attempt.map(|a| a.metrics).unwrap_or_default(),
             })
             .collect(),
+        replays: l.replays.into_iter().map(replay).collect(),
+    }
+}
+
+/// A kept replay finding, as the API shows it.
+pub(crate) fn replay(kept: weir_store::StoredReplay) -> api::Replay {
+    let found: Option<engine::Reproduction> = serde_json::from_value(kept.result).ok();
+    let Some(found) = found else {
+        return api::Replay {
+            run: kept.run_id,
+            original: kept.original,
+            state: api::RunState::Failed,
+            reproduced: kept.reproduced,
+            compared: 0,
+            identical: 0,
+            summary: "the finding of this replay cannot be read".to_owned(),
+            artifacts: Vec::new(),
+            first_difference: None,
+            created_at: kept.created_at,
+        };
+    };
+    api::Replay {
+        run: kept.run_id,
+        original: kept.original,
+        state: run_state(found.state),
+        reproduced: found.reproduced,
+        compared: found.compared as i64,
+        identical: found.identical as i64,
+        summary: found.summary,
+        artifacts: (found.artifacts.into_iter())
+            .map(|a| api::ReplayedArtifact {
+                step: a.step,
+                path: a.path,
+                original: a.original,
+                replayed: a.replayed,
+                identical: a.identical,
+            })
+            .collect(),
+        first_difference: found.first_difference.map(|d| api::ReplayDifference {
+            step: d.step,
+            paths: d.paths,
+            cause: d.cause,
+        }),
+        created_at: kept.created_at,
+    }
+}
+
+pub(crate) fn model_card(model: &str, version: i64, card: weir_daemon::Card) -> api::ModelCard {
+    let verified = card.verified();
+    let (audit_seq, recorded_sha256) = match card.recorded {
+        Some((seq, recorded)) => (Some(seq), recorded),
+        None => (None, None),
+    };
+    api::ModelCard {
+        model: model.to_owned(),
+        version,
+        card: card.card,
+        sha256: card.sha256,
+        audit_seq,
+        recorded_sha256,
+        verified,
     }
 }

@@ -62,6 +62,12 @@ pub struct Broken {
     pub reason: String,
 }
 
+/// The SHA-256 (hex) of `value`'s canonical JSON, keys sorted: what the
+/// audit log records of a document kept elsewhere (a model card).
+pub fn document_sha256(value: &Value) -> String {
+    hex::encode(Sha256::digest(canonical(value).to_string().as_bytes()))
+}
+
 /// JSON with every object's keys sorted: one text for one value.
 fn canonical(value: &Value) -> Value {
     match value {
@@ -348,6 +354,24 @@ impl Store {
             appended
         });
         Ok(appended)
+    }
+
+    /// The latest entry recording `action` on `subject`, if any.
+    pub async fn audit_entry_about(
+        &self,
+        subject: &str,
+        action: &str,
+    ) -> Result<Option<AuditEntry>, Error> {
+        let row = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT seq, at, actor, action, subject, payload, prev_hash, hash, signature FROM audit WHERE subject = $1 AND action = $2 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(subject)
+            .bind(action)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
     }
 
     /// The entries after `after` (0: all), in order, at most `limit`.

@@ -22,13 +22,13 @@ mod schedules;
 mod upgrade;
 
 pub use audit::{
-    AuditEntry, Broken, GENESIS, KeyError, NewEntry, entry_hash, private_dir, public_key,
-    secret_file, signing_key, verify,
+    AuditEntry, Broken, GENESIS, KeyError, NewEntry, document_sha256, entry_hash, private_dir,
+    public_key, secret_file, signing_key, verify,
 };
 pub use db::Db;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use events::{EventRecord, REJECTED_KEPT};
-pub use registry::{AliasMove, ModelSummary, ModelVersion, NewVersion};
+pub use registry::{AliasMove, ModelSummary, ModelVersion, NewVersion, StoredReplay};
 pub use runs::{Counts, NewEvent, RunSummary};
 pub use schedules::Leadership;
 

@@ -195,6 +195,62 @@ impl Store {
         Ok(before)
     }
 
+    /// Keeps `card` as the card of `model@version` unless it has one
+    /// already; returns the card it has then (the first one written).
+    pub async fn keep_card(
+        &self,
+        model: &str,
+        version: i64,
+        card: &serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        let text = card.to_string();
+        let kept: Option<(Option<String>,)> = on_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query("UPDATE model_versions SET card = $1 WHERE model = $2 AND version = $3 AND card IS NULL")
+                .bind(&text)
+                .bind(model)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            let kept = sqlx::query_as("SELECT card FROM model_versions WHERE model = $1 AND version = $2")
+                .bind(model)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            kept
+        });
+        match kept {
+            None => Err(Error::NoSuchModel(format!("{model}@{version}"))),
+            Some((None,)) => Err(Error::Corrupt(format!("{model}@{version}: card not kept"))),
+            Some((Some(kept),)) => serde_json::from_str(&kept)
+                .map_err(|e| Error::Corrupt(format!("model card of {model}@{version}: {e}"))),
+        }
+    }
+
+    /// The card of `model@version`: `None` for a version registered before
+    /// weir wrote cards.
+    pub async fn model_card(
+        &self,
+        model: &str,
+        version: i64,
+    ) -> Result<Option<serde_json::Value>, Error> {
+        let row: Option<(Option<String>,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT card FROM model_versions WHERE model = $1 AND version = $2")
+                .bind(model)
+                .bind(version)
+                .fetch_optional(pool)
+                .await?
+        });
+        match row {
+            None => Err(Error::NoSuchModel(format!("{model}@{version}"))),
+            Some((None,)) => Ok(None),
+            Some((Some(text),)) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| Error::Corrupt(format!("model card of {model}@{version}: {e}"))),
+        }
+    }
+
     /// Every model, by name.
     pub async fn models(&self) -> Result<Vec<ModelSummary>, Error> {
         let rows: Vec<(String, i64, i64)> = on_db!(&self.db, pool => {
@@ -372,3 +428,99 @@ macro_rules! move_alias {
     }};
 }
 use move_alias;
+
+/// A stored replay of a model version ([`Store::keep_replay`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReplay {
+    /// The replay run.
+    pub run_id: String,
+    /// The model.
+    pub model: String,
+    /// Its version.
+    pub version: i64,
+    /// The run it replayed.
+    pub original: String,
+    /// Whether every artifact was identical.
+    pub reproduced: bool,
+    /// The comparison (JSON).
+    pub result: serde_json::Value,
+    /// When it was kept.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Keeps what replay run `replay.run_id` found, with its audit entry in
+    /// the same transaction; a replay kept before stays as it was (false).
+    pub async fn keep_replay(
+        &self,
+        replay: &StoredReplay,
+        key: &ed25519_dalek::SigningKey,
+        entry: &crate::NewEntry<'_>,
+    ) -> Result<bool, Error> {
+        let is_pg = matches!(self.db, Db::Postgres(_));
+        let result = replay.result.to_string();
+        let kept = on_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let done: Option<(String,)> = sqlx::query_as("SELECT run_id FROM replays WHERE run_id = $1")
+                .bind(&replay.run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                return Ok(false);
+            }
+            sqlx::query("INSERT INTO replays (run_id, model, version, original, reproduced, result, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&replay.run_id)
+                .bind(&replay.model)
+                .bind(replay.version)
+                .bind(&replay.original)
+                .bind(replay.reproduced)
+                .bind(&result)
+                .bind(replay.created_at)
+                .execute(&mut *tx)
+                .await?;
+            crate::audit::append_in!(tx, is_pg, key, std::slice::from_ref(entry));
+            tx.commit().await?;
+            true
+        });
+        Ok(kept)
+    }
+
+    /// The replays of `model@version`, oldest first.
+    pub async fn replays(&self, model: &str, version: i64) -> Result<Vec<StoredReplay>, Error> {
+        type Row = (String, String, i64, String, bool, String, DateTime<Utc>);
+        let rows: Vec<Row> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT run_id, model, version, original, reproduced, result, created_at FROM replays WHERE model = $1 AND version = $2 ORDER BY created_at, run_id")
+                .bind(model)
+                .bind(version)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(
+                |(run_id, model, version, original, reproduced, result, created_at)| {
+                    Ok(StoredReplay {
+                        result: serde_json::from_str(&result)
+                            .map_err(|e| Error::Corrupt(format!("replay {run_id}: {e}")))?,
+                        run_id,
+                        model,
+                        version,
+                        original,
+                        reproduced,
+                        created_at,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Finished replay runs whose finding is not kept yet (weir stopped
+    /// between the end of the run and keeping it).
+    pub async fn unkept_replays(&self) -> Result<Vec<String>, Error> {
+        let rows: Vec<(String,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT r.id FROM runs r LEFT JOIN replays p ON p.run_id = r.id WHERE r.trigger = 'replay' AND r.state IN ('succeeded', 'failed', 'cancelled') AND p.run_id IS NULL")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+}

@@ -19,8 +19,8 @@ bias_delta = abs(slice_accuracy[0] - slice_accuracy[1])
 metrics = {
     "accuracy": round(accuracy, 4),
     "bias_delta": round(bias_delta, 4),
-    "accuracy_small": round(slice_accuracy[0], 4),
-    "accuracy_large": round(slice_accuracy[1], 4),
+    "accuracy.slice.small_radius": round(slice_accuracy[0], 4),
+    "accuracy.slice.large_radius": round(slice_accuracy[1], 4),
 }
 with open(os.path.join(os.environ["WEIR_OUT"], "metrics.json"), "w") as f:
     json.dump(metrics, f)

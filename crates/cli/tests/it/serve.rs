@@ -1244,3 +1244,377 @@ fn tls_serves_the_api_and_plain_http_beyond_loopback_is_warned_about() {
         "error: tls_cert is set but tls_key is not: give both, or neither\n"
     );
 }
+
+const CARDED: &str = r#"name: carded
+params:
+  acc: { default: "0.91", description: accuracy the validation reports }
+  note: { default: "<script>alert(1)</script>", description: free text for the card }
+defaults: { executor: process }
+model_card:
+  intended_use: "Scores churn risk for ${{ params.acc }}-accurate campaigns"
+  limitations: "Validated at ${{ steps.validate.metrics.accuracy }}; ${{ params.note }}"
+  owners: ml-platform
+steps:
+  ingest: { run: 'seq 5 > data.csv', artifacts: [data.csv] }
+  train: { needs: [ingest], run: 'wc -l < data.csv > model.bin', artifacts: [model.bin] }
+  validate:
+    needs: [train]
+    run: 'echo "{\"accuracy\": ${{ params.acc }}, \"accuracy.slice.age_lt_40\": 0.88}" > $WEIR_OUT/metrics.json'
+  gate: { needs: [validate], gate: ['steps.validate.metrics.accuracy >= 0.9'] }
+  approve: { needs: [gate], approval: {} }
+  register: { needs: [approve], register: { model: carded, artifact: model.bin, metrics_from: validate } }
+"#;
+
+#[test]
+fn each_registration_writes_a_model_card_that_the_audit_log_vouches_for() {
+    use sha2::Digest as _;
+    let dir = setup(QUICK);
+    std::fs::write(dir.path().join("pipelines/carded.yaml"), CARDED).expect("write");
+    let daemon = serve(dir.path());
+    for (acc, comment) in [("0.91", "first"), ("0.95", "better: ship it")] {
+        let param = format!("acc={acc}");
+        let id = trigger(dir.path(), &daemon, &["carded", "--param", &param]);
+        wait_for(dir.path(), &daemon, &id, |run| {
+            run["steps"][4]["state"] == "waiting"
+        });
+        let out = client(
+            dir.path(),
+            &daemon,
+            &["approve", &id, "approve", "--comment", comment],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    }
+    // The registration's audit entry is appended just after the run ends.
+    let card = |format: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = client(
+                dir.path(),
+                &daemon,
+                &["models", "card", "carded@2", "--format", format],
+            );
+            if out.status.success() || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let out = card("json");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let c = &answer["card"];
+    assert_eq!(answer["verified"], true, "{answer}");
+    assert_eq!(
+        c["card"]["intended_use"],
+        "Scores churn risk for 0.95-accurate campaigns"
+    );
+    assert_eq!(
+        c["card"]["limitations"],
+        "Validated at 0.95; <script>alert(1)</script>"
+    );
+    assert_eq!(c["card"]["owners"], "ml-platform");
+    assert_eq!(c["metrics"], serde_json::json!({ "accuracy": 0.95 }));
+    assert_eq!(c["slices"]["age_lt_40"]["accuracy"], 0.88);
+    assert_eq!(c["gates"][0]["holds"], true);
+    assert_eq!(
+        c["gates"][0]["evidence"][0]["explanation"],
+        "0.95 >= 0.9 is true"
+    );
+    assert_eq!(c["approvals"][0]["actor"], "admin");
+    assert_eq!(c["approvals"][0]["comment"], "better: ship it");
+    let sha = |text: &str| hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    assert_eq!(
+        c["steps"][0]["artifacts"]["data.csv"],
+        sha("1\n2\n3\n4\n5\n").as_str()
+    );
+    assert_eq!(c["artifact"]["sha256"], sha("5\n").as_str());
+    assert_eq!(c["params"]["acc"], "0.95");
+    assert_eq!(c["previous"]["version"], 1);
+    assert_eq!(c["previous"]["changes"]["accuracy"]["from"], 0.91);
+    let source = std::fs::read_to_string(dir.path().join("pipelines/carded.yaml")).expect("read");
+    assert_eq!(c["run"]["pipeline_hash"], sha(&source).as_str());
+    let registered = crate::audit_of(&dir.path().join(".weir"))
+        .into_iter()
+        .find(|e| e.action == "model.registered" && e.subject == "carded@2")
+        .expect("the registration is audited");
+    let payload: serde_json::Value = serde_json::from_str(&registered.payload).expect("JSON");
+    assert_eq!(payload["card_sha256"], answer["sha256"]);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "card sha256 {} matches audit entry {} (model.registered carded@2)\n",
+            answer["sha256"].as_str().expect("sha256"),
+            registered.seq
+        )
+    );
+
+    let markdown = stdout(&card("md"));
+    assert!(
+        markdown.starts_with("# Model card: carded@2\n"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("## Intended use\n\nScores churn risk"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("| accuracy | 0.95 | 0.91 |"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("| age_lt_40 | accuracy | 0.88 |"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("approval `approve` approved by admin"),
+        "{markdown}"
+    );
+    let page = stdout(&card("html"));
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script"), "{page}");
+
+    // A card edited in the database no longer matches its audit entry.
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::ConnectOptions as _;
+            let url = format!("sqlite://{}/weir.db", dir.path().join(".weir").display());
+            let mut db = url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .expect("url")
+                .connect()
+                .await
+                .expect("db");
+            sqlx::query("UPDATE model_versions SET card = replace(card, 'Scores', 'Sells') WHERE version = 2")
+                .execute(&mut db)
+                .await
+                .expect("edit");
+        });
+    let out = client(dir.path(), &daemon, &["models", "card", "carded@2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "does not match the {} recorded by audit entry {}: the card was changed after carded@2 was registered",
+            payload["card_sha256"].as_str().expect("sha"),
+            registered.seq
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+const REPLAYED: &str = r#"name: replayed
+params: { data: { default: "", description: the data file ingest copies } }
+defaults: { executor: process }
+steps:
+  ingest: { run: 'cp "${{ params.data }}" data.csv', artifacts: [data.csv] }
+  train: { needs: [ingest], run: 'sort data.csv | sha256sum > model.bin', artifacts: [model.bin] }
+  gate: { needs: [train], gate: ['steps.train.state == "succeeded"'] }
+  approve: { needs: [gate], approval: {} }
+  register: { needs: [approve], register: { model: replayed, artifact: model.bin } }
+  deploy: { needs: [register], run: 'echo deployed >> "${{ params.data }}.deploys"' }
+"#;
+
+#[test]
+fn a_replay_reproduces_a_version_bit_for_bit_or_names_the_step_where_data_changed() {
+    let dir = setup(QUICK);
+    std::fs::write(dir.path().join("pipelines/replayed.yaml"), REPLAYED).expect("write");
+    let data = dir.path().join("data.txt");
+    std::fs::write(&data, "b\na\nc\n").expect("write");
+    let daemon = serve(dir.path());
+    let param = format!("data={}", data.display());
+    let id = trigger(dir.path(), &daemon, &["replayed", "--param", &param]);
+    wait_for(dir.path(), &daemon, &id, |run| {
+        run["steps"][3]["state"] == "waiting"
+    });
+    let out = client(dir.path(), &daemon, &["approve", &id, "approve"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+
+    let out = client(dir.path(), &daemon, &["replay", "replayed@1", "--wait"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.ends_with("reproduced: 2 of 2 artifacts identical\n"),
+        "{text}"
+    );
+    let replay_id = text.split_whitespace().nth(1).expect("run id").to_owned();
+    let replay = wait_for(dir.path(), &daemon, &replay_id, |run| {
+        run["state"] == "succeeded"
+    });
+    assert_eq!(replay["cause"]["kind"], "replay", "{replay}");
+    assert_eq!(replay["cause"]["of"], id.as_str());
+    let reason = |i: usize| {
+        replay["steps"][i]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        replay["steps"][2]["state"], "succeeded",
+        "the gate is evaluated again"
+    );
+    assert_eq!(replay["steps"][3]["state"], "succeeded");
+    assert_eq!(
+        reason(3),
+        format!("replay of replayed@1: approved by admin in run {id}")
+    );
+    assert_eq!(replay["steps"][4]["state"], "skipped");
+    assert_eq!(
+        reason(4),
+        "replay of replayed@1: nothing is registered again"
+    );
+    assert_eq!(
+        replay["steps"][5]["state"], "skipped",
+        "nothing downstream runs"
+    );
+    let deploys = std::fs::read_to_string(format!("{}.deploys", data.display())).expect("deploys");
+    assert_eq!(deploys, "deployed\n", "only the original deployed");
+    let model = client(
+        dir.path(),
+        &daemon,
+        &["models", "show", "replayed", "--output", "json"],
+    );
+    let model: serde_json::Value = serde_json::from_slice(&model.stdout).expect("JSON");
+    assert_eq!(
+        model["versions"].as_array().map(Vec::len),
+        Some(1),
+        "{model}"
+    );
+
+    // The data file changes: the replay names ingest as where it differs.
+    std::fs::write(&data, "b\na\nd\n").expect("write");
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["replay", "replayed@1", "--wait", "--output", "json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(found["reproduced"], false);
+    assert_eq!(found["identical"], 0);
+    assert_eq!(found["first_difference"]["step"], "ingest", "{found}");
+    assert_eq!(
+        found["first_difference"]["paths"],
+        serde_json::json!(["data.csv"])
+    );
+    assert_eq!(
+        found["summary"],
+        "not reproduced: 2 of 2 artifacts differ, from step ingest on (data.csv): step ingest has no upstream step: the data it reads changed"
+    );
+
+    let tree = stdout(&client(dir.path(), &daemon, &["lineage", "replayed@1"]));
+    let replays: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.starts_with("replayed by run"))
+        .collect();
+    assert_eq!(replays.len(), 2, "{tree}");
+    assert!(
+        replays[0].ends_with("reproduced: 2 of 2 artifacts identical"),
+        "{tree}"
+    );
+    assert!(
+        replays[1].contains("not reproduced: 2 of 2 artifacts differ"),
+        "{tree}"
+    );
+    let audited: Vec<serde_json::Value> = crate::audit_of(&dir.path().join(".weir"))
+        .into_iter()
+        .filter(|e| e.action == "model.replayed" && e.subject == "replayed@1")
+        .map(|e| serde_json::from_str(&e.payload).expect("JSON"))
+        .collect();
+    assert_eq!(audited.len(), 2);
+    assert_eq!(audited[0]["reproduced"], true);
+    assert_eq!(audited[1]["reproduced"], false);
+
+    let out = client(dir.path(), &daemon, &["replay", "replayed@7"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: no model version 'replayed@7' in the registry (HTTP 404)\n"
+    );
+}
+
+#[test]
+fn a_replay_runs_the_image_ids_of_the_original_and_refuses_when_one_is_gone() {
+    if std::env::var("WEIR_TEST_DOCKER").as_deref() != Ok("1") {
+        eprintln!(
+            "docker replay test skipped: set WEIR_TEST_DOCKER=1 (and run scripts/test-image)"
+        );
+        return;
+    }
+    let dir = setup(QUICK);
+    // An image of its own, so that removing it disturbs no other test.
+    let tag = format!("weir-test/replay:{}", std::process::id());
+    let context = dir.path().join("image");
+    std::fs::create_dir(&context).expect("mkdir");
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM weir-test/busybox:latest\nLABEL weir.test={tag}\n"),
+    )
+    .expect("write");
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker runs");
+        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    docker(&["build", "-q", "-t", &tag, context.to_str().expect("utf-8")]);
+    let id = docker(&["image", "inspect", "--format", "{{.Id}}", &tag]);
+    std::fs::write(
+        dir.path().join("pipelines/boxed.yaml"),
+        format!("name: boxed\ndefaults: {{ image: \"{tag}\", pull: never }}\nsteps:\n  train: {{ run: 'echo 42 > /weir/work/model.bin', artifacts: [model.bin] }}\n  register: {{ needs: [train], register: {{ model: boxed, artifact: model.bin }} }}\n"),
+    )
+    .expect("write");
+    let daemon = serve(dir.path());
+    let run = trigger(dir.path(), &daemon, &["boxed"]);
+    wait_for(dir.path(), &daemon, &run, |run| run["state"] == "succeeded");
+    // The tag moves to another image: the replay still runs the id.
+    docker(&["tag", "weir-test/busybox:latest", &tag]);
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["replay", "boxed@1", "--wait", "--output", "json"],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let replay = client(
+        dir.path(),
+        &daemon,
+        &[
+            "status",
+            found["run"].as_str().expect("run"),
+            "--output",
+            "json",
+        ],
+    );
+    let replay: serde_json::Value = serde_json::from_slice(&replay.stdout).expect("JSON");
+    assert_eq!(
+        replay["steps"][0]["attempts"][0]["image"],
+        id.as_str(),
+        "{replay}"
+    );
+    assert_eq!(replay["cause"]["images"]["train"], id.as_str());
+
+    docker(&["rmi", "-f", &id]);
+    let out = client(dir.path(), &daemon, &["replay", "boxed@1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: cannot replay boxed@1: image {id} (step train of run {run}) is not on this host; load it (docker load) or replay on the host that has it (HTTP 409)\n"
+        )
+    );
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+}

@@ -240,6 +240,53 @@ async fn every_answer_of_a_whole_scenario_is_the_documented_shape() {
         )
         .await;
     assert_eq!(lineage["run"]["id"], id.as_str(), "{lineage:#}");
+    let (_, card) = api
+        .get(
+            "/api/v1/models/{name}/versions/{version}/card",
+            &["m", "1"],
+            "",
+        )
+        .await;
+    assert_eq!(card["card"]["run"]["id"], id.as_str(), "{card:#}");
+    let (status, replay) = api
+        .post(
+            "/api/v1/models/{name}/versions/{version}/replay",
+            &["m", "1"],
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{replay}");
+    let replay_id = replay["id"].as_str().expect("an id").to_owned();
+    api.wait(&replay_id, |run| run["state"] == "succeeded")
+        .await;
+    let mut found = Value::Null;
+    for _ in 0..500 {
+        let (_, replays) = api
+            .get(
+                "/api/v1/models/{name}/versions/{version}/replays",
+                &["m", "1"],
+                "",
+            )
+            .await;
+        if replays[0].is_object() {
+            found = replays[0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(found["run"], replay_id.as_str(), "{found:#}");
+    let (_, lineage) = api
+        .get(
+            "/api/v1/models/{name}/versions/{version}/lineage",
+            &["m", "1"],
+            "",
+        )
+        .await;
+    assert_eq!(
+        lineage["replays"][0]["run"],
+        replay_id.as_str(),
+        "{lineage:#}"
+    );
     let (status, promoted) = api
         .post(
             "/api/v1/models/{name}/aliases/{alias}",

@@ -108,3 +108,66 @@ async fn hostile_model_and_alias_names_are_refused_and_move_nothing() {
     let (_, history) = send(&app, Method::GET, "/api/v1/models/m/history", None).await;
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
 }
+
+#[tokio::test]
+async fn a_card_is_served_as_json_markdown_or_a_scriptless_page() {
+    use tower::ServiceExt as _;
+    let (app, _dir) = router_with(&[("reg.yaml", REGISTERED)]).await;
+    let (_, run) = send(
+        &app,
+        Method::POST,
+        "/api/v1/runs",
+        Some(json!({ "pipeline": "reg" })),
+    )
+    .await;
+    let id = run["id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, card) =
+            send(&app, Method::GET, "/api/v1/models/m/versions/1/card", None).await;
+        if status == StatusCode::OK && card["verified"] == true {
+            assert_eq!(card["card"]["run"]["id"], id.as_str(), "{card}");
+            assert_eq!(card["card"]["version"], 1, "{card}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {card}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for (format, content_type) in [("md", "text/markdown"), ("html", "text/html")] {
+        let request = Request::builder()
+            .uri(format!("/api/v1/models/m/versions/1/card?format={format}"))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("request");
+        let response = app.clone().oneshot(request).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers();
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|t| t.starts_with(content_type)),
+            "{headers:?}"
+        );
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "default-src 'none'; style-src 'unsafe-inline'"
+        );
+    }
+    let (status, answer) = send(
+        &app,
+        Method::GET,
+        "/api/v1/models/m/versions/1/card?format=pdf",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) = send(&app, Method::GET, "/api/v1/models/m/versions/9/card", None).await;
+    assert_eq!(
+        (status, answer["error"]["message"].as_str()),
+        (
+            StatusCode::NOT_FOUND,
+            Some("no model version 'm@9' in the registry")
+        ),
+        "{answer}"
+    );
+}

@@ -56,6 +56,7 @@ async fn check(store: &Store, data: &Path, db: &str) {
             }
             Cause::Backfill { slot } => slots.push(*slot),
             Cause::Schedule { .. } => panic!("{db}: no scheduled run was made"),
+            Cause::Replay { .. } => panic!("{db}: the old store had no replays"),
         }
     }
     slots.sort();
