@@ -15,8 +15,11 @@
 #      params, event and image ids) reproduces its 3 artifacts bit for bit;
 #   5. events, registry history, lineage (with the replay), churn@2's model
 #      card (checked against its audit entry) and the audit chain (which
-#      verifies, online and offline) show all of it.
-# Usage: examples/churn/run.sh   (WEIR=path/to/weir to use a built binary)
+#      verifies, online and offline) show all of it;
+#   6. with MLFLOW set (an mlflow program, as scripts/mlflow prints), a real
+#      MLflow server has every run and churn@2 as its "staging" version.
+# Usage: examples/churn/run.sh   (WEIR=path/to/weir to use a built binary,
+#        MLFLOW="$(scripts/mlflow)" to mirror to a real MLflow server)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -33,12 +36,29 @@ work="$(mktemp -d)"
 port=18766
 cleanup() {
   [[ -n "${pid:-}" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  [[ -n "${mlflow_pid:-}" ]] && kill -- "-$mlflow_pid" 2>/dev/null
   docker rm -f weir-churn-serving >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 cp -r "$here/pipelines" "$work/pipelines"
 cd "$work"
+# With MLFLOW (an mlflow program: scripts/mlflow), a real MLflow server on
+# loopback receives every run and registration (step 6).
+if [[ -n "${MLFLOW:-}" ]]; then
+  mlflow_port=18767
+  mkdir -p mlflow
+  setsid "$MLFLOW" server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
+    --backend-store-uri "sqlite:///$work/mlflow/mlflow.db" --default-artifact-root "$work/mlflow/artifacts" \
+    > mlflow/server.log 2>&1 &
+  mlflow_pid=$!
+  for _ in $(seq 240); do
+    curl -fsS "http://127.0.0.1:$mlflow_port/health" >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  printf '[mlflow]\ntracking_uri = "http://127.0.0.1:%s"\nexperiment = "churn"\n' "$mlflow_port" > weir.toml
+  echo "MLflow server on http://127.0.0.1:$mlflow_port"
+fi
 "$WEIR" serve --listen "127.0.0.1:$port" > serve.out 2> serve.log &
 pid=$!
 for _ in $(seq 100); do
@@ -129,5 +149,34 @@ show models card churn@2
 show audit verify
 "$WEIR" audit export --file audit.jsonl
 show audit verify --file audit.jsonl --pubkey "$("$WEIR" audit key)"
+if [[ -n "${MLFLOW:-}" ]]; then
+  echo
+  echo "== 6. MLflow: the runs and registrations, mirrored"
+  for _ in $(seq 300); do
+    "$WEIR" models show churn@2 --output json | python3 -c "import json,sys; sys.exit(0 if (json.load(sys.stdin).get('mlflow') or {}).get('state') == 'done' else 1)" && break
+    sleep 0.2
+  done
+  show models show churn@2
+  accuracy="$("$WEIR" models show churn@2 --output json | field '["metrics"]["accuracy"]')"
+  "$(dirname "$MLFLOW")/python" - "http://127.0.0.1:$mlflow_port" "$accuracy" <<'PY' || fail "MLflow does not have churn@2 as staging"
+import sys, time
+from mlflow import MlflowClient
+client = MlflowClient(sys.argv[1])
+# The alias follows its version within a second or two.
+for _ in range(100):
+    version = client.get_model_version_by_alias("churn", "staging")
+    if version.tags.get("weir.version") == "2":
+        break
+    time.sleep(0.2)
+run = client.get_run(version.run_id)
+print(f"MlflowClient().get_model_version_by_alias('churn', 'staging'): version {version.version}, "
+      f"weir.version {version.tags['weir.version']}, run {run.info.run_name} {run.info.status}, "
+      f"validate.accuracy {run.data.metrics['validate.accuracy']}")
+assert version.tags["weir.version"] == "2", version.tags
+assert run.data.metrics["validate.accuracy"] == float(sys.argv[2]), run.data.metrics
+assert run.data.tags["weir.pipeline"] == "churn"
+PY
+fi
+
 echo
 echo "churn example: all checks passed"

@@ -15,9 +15,9 @@ mod runs;
 pub use audit::{AuditEntry, AuditKey, AuditQuery, Verification};
 pub use events::{Decision, Delivered, DriftAnswer, DriftReport, Event};
 pub use models::{
-    AliasMove, CardFormat, CardQuery, Lineage, LineageEvent, LineageRun, LineageStep, Model,
-    ModelCard, ModelOrVersion, ModelQuery, ModelSummary, ModelVersion, Promoted, Promotion, Replay,
-    ReplayDifference, ReplayedArtifact,
+    AliasMove, CardFormat, CardQuery, Lineage, LineageEvent, LineageRun, LineageStep, MlflowMirror,
+    Model, ModelCard, ModelOrVersion, ModelQuery, ModelSummary, ModelVersion, Promoted, Promotion,
+    Replay, ReplayDifference, ReplayedArtifact,
 };
 pub use pipelines::{Backfill, Backfilled, BackfilledRun, Pipeline};
 pub use runs::{

@@ -63,6 +63,29 @@ pub struct ModelVersion {
     pub step: String,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// Its mirror in MLflow, when its pipeline mirrors to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<Box<MlflowMirror>>,
+}
+
+/// Where a version's mirror in MLflow stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MlflowMirror {
+    /// `pending` (queued, or tried and to be tried again), `done` or
+    /// `failed` (MLflow refused it).
+    pub state: String,
+    /// The MLflow server.
+    pub tracking_uri: String,
+    /// The MLflow registered model version, once done.
+    pub version: Option<String>,
+    /// The MLflow run it links to, once done.
+    pub run_id: Option<String>,
+    /// How many times it was tried.
+    pub attempts: i64,
+    /// Why the last try failed.
+    pub error: Option<String>,
+    /// When it is tried next, while pending.
+    pub next_at: Option<DateTime<Utc>>,
 }
 
 /// `?alias=NAME&at=TIME`: the version an alias points at (or pointed at).

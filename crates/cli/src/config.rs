@@ -23,6 +23,16 @@ pub(crate) struct File {
     pub(crate) log_format: Option<LogFormat>,
     /// Named API tokens: name → the environment variable holding it.
     pub(crate) tokens: Option<std::collections::BTreeMap<String, String>>,
+    /// The MLflow server runs and registrations are mirrored to.
+    pub(crate) mlflow: Option<MlflowFile>,
+}
+
+/// The `[mlflow]` table of `weir.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MlflowFile {
+    pub(crate) tracking_uri: Option<String>,
+    pub(crate) experiment: Option<String>,
 }
 
 /// How the daemon writes its log lines (on stderr).

@@ -36,6 +36,12 @@ pub(crate) struct StoreArgs {
     /// Keep the containers of finished steps, for debugging.
     #[arg(long, env = "WEIR_KEEP_CONTAINERS", num_args = 0..=1, default_missing_value = "true")]
     keep_containers: Option<bool>,
+    /// The MLflow server runs and registrations are mirrored to (http://…).
+    #[arg(long, env = "WEIR_MLFLOW_TRACKING_URI")]
+    mlflow_tracking_uri: Option<String>,
+    /// The MLflow experiment runs are logged to [default: the pipeline's name].
+    #[arg(long, env = "WEIR_MLFLOW_EXPERIMENT")]
+    mlflow_experiment: Option<String>,
     /// How to print the finished run.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) output: Output,
@@ -89,9 +95,40 @@ impl StoreArgs {
             |f| f.keep_containers,
             false,
         );
+        let mlflow_tracking_uri = layers.pick(
+            "mlflow_tracking_uri",
+            Some("WEIR_MLFLOW_TRACKING_URI"),
+            self.mlflow_tracking_uri.clone().map(Some),
+            |f| f.mlflow.as_ref()?.tracking_uri.clone().map(Some),
+            None,
+        );
+        let mlflow_experiment = layers.pick(
+            "mlflow_experiment",
+            Some("WEIR_MLFLOW_EXPERIMENT"),
+            self.mlflow_experiment.clone().map(Some),
+            |f| f.mlflow.as_ref()?.experiment.clone().map(Some),
+            None,
+        );
         if max_running == 0 {
             anyhow::bail!("max_running must be at least 1");
         }
+        let mlflow = match (mlflow_tracking_uri, mlflow_experiment) {
+            (Some(uri), _) if !(uri.starts_with("http://") || uri.starts_with("https://")) => {
+                anyhow::bail!(
+                    "mlflow tracking_uri '{uri}' is not an MLflow server's address: write http://HOST:PORT or https://…"
+                )
+            }
+            (Some(tracking_uri), experiment) => Some(weir_daemon::MlflowTarget {
+                tracking_uri,
+                experiment,
+            }),
+            (None, Some(_)) => {
+                anyhow::bail!(
+                    "the mlflow experiment is set but its tracking_uri is not: give the server's address too"
+                )
+            }
+            (None, None) => None,
+        };
         let config = Config {
             data,
             db,
@@ -100,6 +137,7 @@ impl StoreArgs {
             gpus,
             keep_containers,
             supervisor: supervisor(),
+            mlflow,
         };
         Ok((config, self.output))
     }

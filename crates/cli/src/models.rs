@@ -231,6 +231,32 @@ fn print_version(v: &api::ModelVersion) {
     for (name, value) in &v.metrics {
         println!("  {name} = {value}");
     }
+    if let Some(m) = &v.mlflow {
+        let line = match (m.state.as_str(), &m.version) {
+            ("done", Some(version)) => {
+                format!(
+                    "mirrored to MLflow as version {version} ({})",
+                    m.tracking_uri
+                )
+            }
+            ("failed", _) => format!(
+                "not mirrored to MLflow ({}): {}",
+                m.tracking_uri,
+                m.error.as_deref().unwrap_or("refused")
+            ),
+            _ => match &m.error {
+                Some(error) => format!(
+                    "not mirrored to MLflow yet ({} tries; next {}): {error}",
+                    m.attempts,
+                    m.next_at
+                        .as_ref()
+                        .map_or("soon".to_owned(), crate::output::time)
+                ),
+                None => format!("queued for MLflow ({})", m.tracking_uri),
+            },
+        };
+        println!("  {line}");
+    }
 }
 
 /// Arguments of `weir lineage`.

@@ -36,6 +36,7 @@ async fn weir_runs(command: &str, n: usize) -> (Duration, Vec<Duration>) {
         executors,
         gpus: Vec::new(),
         usage: Default::default(),
+        mlflow: None,
     };
     let mut first_lines = Vec::new();
     let start = Instant::now();

@@ -97,6 +97,7 @@ async fn weir(yaml: &str, max_running: usize) -> Duration {
             .expect("executors"),
         gpus: Vec::new(),
         usage: Default::default(),
+        mlflow: None,
     };
     let start = Instant::now();
     let done = drive(

@@ -34,6 +34,9 @@ pub struct Config {
     /// outlive this weir (the binary's `weir supervise`); `None`: they are
     /// waited for in this process, and lost when it dies.
     pub supervisor: Option<(PathBuf, Vec<String>)>,
+    /// The MLflow server runs and registrations are mirrored to, unless a
+    /// pipeline names its own.
+    pub mlflow: Option<crate::MlflowTarget>,
 }
 
 /// Why the daemon's parts could not be built from a [`Config`].
@@ -142,6 +145,7 @@ impl Config {
             executors,
             gpus,
             usage: Default::default(),
+            mlflow: self.mlflow.clone(),
         })
     }
 }
@@ -161,6 +165,9 @@ pub struct Options {
     pub gpus: Vec<String>,
     /// What all runs driven with these options hold together.
     pub usage: Arc<Usage>,
+    /// The MLflow server runs and registrations are mirrored to, unless a
+    /// pipeline names its own.
+    pub mlflow: Option<crate::MlflowTarget>,
 }
 
 impl std::fmt::Debug for Options {

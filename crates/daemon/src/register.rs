@@ -25,6 +25,8 @@ pub(crate) struct Registration {
     step: String,
     alias: Option<String>,
     card: crate::card::Draft,
+    /// The MLflow server and experiment the version is mirrored to.
+    mirror: Option<(String, String)>,
 }
 
 /// Why a register step cannot register.
@@ -87,6 +89,7 @@ pub(crate) fn registration(
     let card = crate::card::draft(pipeline, run, step)?;
     Ok(Registration {
         card,
+        mirror: crate::mlflow::target(pipeline, options.mlflow.as_ref()),
         model: register.model.value.clone(),
         path: run_dir(options, run).join("work").join(relative),
         artifact,
@@ -128,32 +131,34 @@ pub(crate) async fn register_version(store: &Store, new: Registration) -> Outcom
     };
     // While the store is away the step waits for it: a registration is
     // unique per run and step, so one tried again is not made twice.
-    let mut delay = std::time::Duration::from_millis(100);
-    let registered = loop {
-        match store.register_model(&version).await {
-            Err(e) if e.is_unavailable() => {
-                tracing::warn!(model = %new.model, error = %e, retry_in = ?delay, "the store is away; the registration waits for it");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-            other => break other,
-        }
-    };
+    let registered = patiently("the registration", || store.register_model(&version)).await;
     let registered = match registered {
         Ok(registered) => registered,
         Err(e) => return Outcome::failed(format!("cannot register {}: {e}", new.model)),
     };
-    let mut delay = std::time::Duration::from_millis(100);
-    let card = loop {
-        match crate::card::keep(store, new.card.clone(), &registered).await {
-            Err(e) if e.is_unavailable() => {
-                tracing::warn!(model = %new.model, error = %e, retry_in = ?delay, "the store is away; the model card waits for it");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-            other => break other,
+    let card = patiently("the model card", || {
+        crate::card::keep(store, new.card.clone(), &registered)
+    })
+    .await;
+    // Queued for MLflow with the version, never waiting for MLflow itself;
+    // the mirror picks it up within seconds (at the latest when the run ends).
+    if let (Ok(_), Some((uri, experiment))) = (&card, &new.mirror) {
+        let version = format!("{}@{}", registered.model, registered.version);
+        let mut queued = patiently("the MLflow outbox", || {
+            store.queue_mirror("version", &version, uri, experiment, now())
+        })
+        .await;
+        if let (Ok(()), Some(alias)) = (&queued, &new.alias) {
+            let alias = format!("{}/{alias}", registered.model);
+            queued = patiently("the MLflow outbox", || {
+                store.queue_mirror("alias", &alias, uri, experiment, now())
+            })
+            .await;
         }
-    };
+        if let Err(e) = queued {
+            return Outcome::failed(format!("cannot queue {version} for MLflow: {e}"));
+        }
+    }
     match card {
         Ok((_, card_sha256)) => {
             tracing::info!(model = %new.model, version = registered.version, run = %new.run_id, "model registered");
@@ -174,6 +179,25 @@ pub(crate) async fn register_version(store: &Store, new: Registration) -> Outcom
             "cannot keep the card of {}@{}: {e}",
             new.model, registered.version
         )),
+    }
+}
+
+/// Runs `write` until the store takes it or refuses it for another
+/// reason than being away, waiting longer each time (100 ms to 5 s).
+async fn patiently<T, F>(what: &str, mut write: impl FnMut() -> F) -> Result<T, weir_store::Error>
+where
+    F: std::future::Future<Output = Result<T, weir_store::Error>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, retry_in = ?delay, "the store is away; {what} waits for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
     }
 }
 

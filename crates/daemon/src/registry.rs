@@ -70,6 +70,19 @@ impl Daemon {
             .promote(model, version, alias, actor, now())
             .await?;
         tracing::info!(model, version, alias, actor, "alias moved");
+        let registered = self.store.model_version(model, version).await?;
+        let run = self.store.load_run(&registered.run_id).await?;
+        let pipeline = match self.pipeline(&run.pipeline) {
+            Some(loaded) => Some(loaded.pipeline),
+            None => stored(&self.store, &registered.run_id)
+                .await
+                .ok()
+                .map(|(p, _)| p),
+        };
+        if let Some(pipeline) = pipeline {
+            self.queue_mirror(&pipeline, "alias", &format!("{model}/{alias}"))
+                .await?;
+        }
         self.audit.record(
             actor,
             "alias.moved",

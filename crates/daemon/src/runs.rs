@@ -162,6 +162,8 @@ pub struct Daemon {
     pub(crate) tasks: Tasks,
     closing: AtomicBool,
     notices: broadcast::Sender<Notice>,
+    /// Wakes the MLflow mirror when something is queued for it.
+    pub(crate) mirror_wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -207,6 +209,7 @@ impl Daemon {
         // would not see them, and could exceed `max_runs`.
         daemon.spawn_scheduler();
         daemon.spawn_watcher();
+        daemon.spawn_mirror();
         Ok((daemon, scan.problems))
     }
 
@@ -255,6 +258,7 @@ impl Daemon {
             tasks,
             closing: AtomicBool::new(false),
             notices: broadcast::channel(1024).0,
+            mirror_wake: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 
@@ -617,9 +621,13 @@ impl Daemon {
             }
             if let Ok(run) = &driven
                 && run.state.is_terminal()
-                && let Err(e) = daemon.keep_replay(run).await
             {
-                tracing::error!(run = %id, error = %e, "cannot keep what the replay found; kept at the next start");
+                if let Err(e) = daemon.keep_replay(run).await {
+                    tracing::error!(run = %id, error = %e, "cannot keep what the replay found; kept at the next start");
+                }
+                if let Err(e) = daemon.queue_mirror(&pipeline, "run", &id).await {
+                    tracing::error!(run = %id, error = %e, "cannot queue the run for MLflow");
+                }
             }
             if let Ok(run) = driven
                 && notices.receiver_count() > 0

@@ -7,6 +7,7 @@
 //! | `Scheduler` | the daemon shuts down           | logged per tick; the next tick tries again |
 //! | `Watcher`   | the daemon shuts down           | logged per reload; the last good pipelines stay |
 //! | `Audit`     | its queue is closed and drained | logged per batch |
+//! | `Mirror`    | the daemon shuts down           | logged per item; the item is tried again with backoff |
 //!
 //! **Invariant:** `Daemon::shutdown` waits for every task of the tracker
 //! (up to its deadline), so nothing the daemon decided is left uncommitted
@@ -27,6 +28,8 @@ pub(crate) enum TaskKind {
     Watcher,
     /// The audit log's writer.
     Audit,
+    /// The MLflow mirror's writer.
+    Mirror,
 }
 
 impl TaskKind {
@@ -36,6 +39,7 @@ impl TaskKind {
             TaskKind::Scheduler => "scheduler",
             TaskKind::Watcher => "watcher",
             TaskKind::Audit => "audit",
+            TaskKind::Mirror => "mirror",
         }
     }
 }

@@ -25,7 +25,10 @@ pub(crate) const PIPELINE_KEYS: &[&str] = &[
     "defaults",
     "steps",
     "model_card",
+    "mlflow",
 ];
+/// Keys of `mlflow`.
+pub(crate) const MLFLOW_KEYS: &[&str] = &["tracking_uri", "experiment"];
 /// Keys of `model_card`.
 pub(crate) const MODEL_CARD_KEYS: &[&str] = &[
     "intended_use",
@@ -619,6 +622,10 @@ impl Lowerer<'_> {
             Some(node) => self.model_card(node).map(Some),
             None => Some(None),
         };
+        let mlflow = match fields.get("mlflow") {
+            Some(node) => self.mlflow(node).map(Some),
+            None => Some(None),
+        };
         let registers = self.skeletons.iter().any(|s| s.is_register);
         if let (Some(pos), false) = (fields.key_pos("model_card"), registers) {
             let message = "model_card has no effect: no step of this pipeline registers a model";
@@ -637,7 +644,34 @@ impl Lowerer<'_> {
             dag: crate::Dag::default(),
             reads: crate::pipeline::Reads::default(),
             model_card: model_card?,
+            mlflow: mlflow?,
         })
+    }
+
+    fn mlflow(&mut self, node: &Node) -> Option<Mlflow> {
+        let fields = self.fields(node, "mlflow", MLFLOW_KEYS)?;
+        let (mlflow, clean) = self.clean(|cx| {
+            let tracking_uri = fields
+                .get("tracking_uri")
+                .and_then(|n| cx.non_empty_string(n, "mlflow.tracking_uri"));
+            if let Some(uri) = &tracking_uri
+                && !(uri.value.starts_with("http://") || uri.value.starts_with("https://"))
+            {
+                let message = format!(
+                    "mlflow.tracking_uri '{}' is not an MLflow server's address: write http://HOST:PORT or https://…",
+                    uri.value
+                );
+                cx.error(uri.pos, Code::InvalidValue, message);
+            }
+            let experiment = fields
+                .get("experiment")
+                .and_then(|n| cx.non_empty_string(n, "mlflow.experiment"));
+            Mlflow {
+                tracking_uri,
+                experiment,
+            }
+        });
+        clean.then_some(mlflow)
     }
 
     fn model_card(&mut self, node: &Node) -> Option<ModelCard> {

@@ -48,6 +48,18 @@ pub struct Pipeline {
     /// The people-written part of the card of every version its register
     /// steps make.
     pub model_card: Option<ModelCard>,
+    /// Where its runs and registrations are mirrored in MLflow, over the
+    /// daemon's `mlflow` setting.
+    pub mlflow: Option<Mlflow>,
+}
+
+/// The `mlflow:` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mlflow {
+    /// The MLflow server (`http://…` or `https://…`); the daemon's when absent.
+    pub tracking_uri: Option<Spanned<String>>,
+    /// The experiment runs are logged to; the daemon's, else the pipeline's name.
+    pub experiment: Option<Spanned<String>>,
 }
 
 /// The `model_card:` block: free text for people, each field a template

@@ -9,9 +9,9 @@
 
 use crate::lower::{
     APPROVAL_KEYS, BACKOFFS, CATCHUPS, COMMON_STEP_KEYS, CONCURRENCY_KEYS, CONTAINER_KEYS,
-    DEFAULTS_KEYS, DRIFT_KEYS, EXECUTORS, KIND_KEYS, MODEL_CARD_KEYS, ON_CONFLICTS, ON_KEYS,
-    PARAM_KEYS, PIPELINE_KEYS, PULLS, REGISTER_KEYS, RESOURCES_KEYS, RETRY_KEYS, SCHEDULE_KEYS,
-    WEBHOOK_KEYS,
+    DEFAULTS_KEYS, DRIFT_KEYS, EXECUTORS, KIND_KEYS, MLFLOW_KEYS, MODEL_CARD_KEYS, ON_CONFLICTS,
+    ON_KEYS, PARAM_KEYS, PIPELINE_KEYS, PULLS, REGISTER_KEYS, RESOURCES_KEYS, RETRY_KEYS,
+    SCHEDULE_KEYS, WEBHOOK_KEYS,
 };
 use serde_json::{Map, Value, json};
 
@@ -68,6 +68,7 @@ pub fn schema() -> Value {
             },
             "register": object(REGISTER_KEYS, &["model", "artifact"]),
             "model_card": object(MODEL_CARD_KEYS, &[]),
+            "mlflow": object(MLFLOW_KEYS, &[]),
             "env": {
                 "type": "object",
                 "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "not": { "pattern": "^WEIR_" } },
@@ -237,6 +238,16 @@ fn property(key: &str) -> Value {
             "allOf": [reference("model_card")],
             "description": "Free text for the card of every version this pipeline registers.",
         }),
+        "mlflow" => json!({
+            "allOf": [reference("mlflow")],
+            "description": "Where runs and registrations are mirrored in MLflow (over the daemon's setting).",
+        }),
+        "tracking_uri" => {
+            json!({ "type": "string", "pattern": "^https?://", "description": "The MLflow server." })
+        }
+        "experiment" => {
+            json!({ "type": "string", "minLength": 1, "description": "The MLflow experiment (default: the pipeline's name)." })
+        }
         "intended_use" | "users" | "limitations" | "ethical_considerations" | "owners" => {
             reference("template")
         }

@@ -374,9 +374,9 @@ async fn model(
             )));
         };
         let version = store.model_version(&name, version).await?;
-        return Ok(Json(api::ModelOrVersion::Version(wire::model_version(
-            version,
-        ))));
+        return Ok(Json(api::ModelOrVersion::Version(
+            mirrored(store, version).await?,
+        )));
     }
     let summary = store.models().await?.into_iter().find(|m| m.model == name);
     Ok(Json(api::ModelOrVersion::Model(api::Model {
@@ -384,7 +384,13 @@ async fn model(
         aliases: summary
             .map(|m| m.aliases.into_iter().collect())
             .unwrap_or_default(),
-        versions: versions.into_iter().map(wire::model_version).collect(),
+        versions: {
+            let mut all = Vec::with_capacity(versions.len());
+            for version in versions {
+                all.push(mirrored(store, version).await?);
+            }
+            all
+        },
     })))
 }
 
@@ -398,8 +404,19 @@ async fn model_version(
     Extract(state): Extract<State>,
     ApiPath((name, version)): ApiPath<(String, i64)>,
 ) -> Result<Json<api::ModelVersion>, ApiError> {
-    let version = state.daemon.store().model_version(&name, version).await?;
-    Ok(Json(wire::model_version(version)))
+    let store = state.daemon.store();
+    let version = store.model_version(&name, version).await?;
+    Ok(Json(mirrored(store, version).await?))
+}
+
+/// A version as the API shows it, with its MLflow mirror's state.
+async fn mirrored(
+    store: &weir_store::Store,
+    version: weir_store::ModelVersion,
+) -> Result<api::ModelVersion, ApiError> {
+    let subject = format!("{}@{}", version.model, version.version);
+    let mirror = store.mirror_item("version", &subject).await?;
+    Ok(wire::model_version(version, mirror))
 }
 
 /// Where a version came from: its run, the steps that led to it with

@@ -216,8 +216,29 @@ pub(crate) fn event(event: weir_store::EventRecord) -> api::Event {
     }
 }
 
-pub(crate) fn model_version(v: weir_store::ModelVersion) -> api::ModelVersion {
+pub(crate) fn model_version(
+    v: weir_store::ModelVersion,
+    mirror: Option<weir_store::MirrorItem>,
+) -> api::ModelVersion {
+    let mlflow = mirror.map(|m| -> Box<api::MlflowMirror> {
+        let result: serde_json::Value = m
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default();
+        let text = |key: &str| result[key].as_str().map(str::to_owned);
+        Box::new(api::MlflowMirror {
+            version: text("version"),
+            run_id: text("run_id"),
+            next_at: (m.state == "pending").then_some(m.next_at),
+            state: m.state,
+            tracking_uri: m.tracking_uri,
+            attempts: m.attempts,
+            error: m.last_error,
+        })
+    });
     api::ModelVersion {
+        mlflow,
         model: v.model,
         version: v.version,
         artifact: v.artifact,

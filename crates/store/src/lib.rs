@@ -16,6 +16,7 @@ mod audit;
 mod db;
 mod events;
 mod logs;
+mod mirror;
 mod registry;
 mod runs;
 mod schedules;
@@ -28,6 +29,7 @@ pub use audit::{
 pub use db::Db;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use events::{EventRecord, REJECTED_KEPT};
+pub use mirror::MirrorItem;
 pub use registry::{AliasMove, ModelSummary, ModelVersion, NewVersion, StoredReplay};
 pub use runs::{Counts, NewEvent, RunSummary};
 pub use schedules::Leadership;

@@ -1618,3 +1618,211 @@ fn a_replay_runs_the_image_ids_of_the_original_and_refuses_when_one_is_gone() {
     );
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
 }
+
+/// A real MLflow server (`mlflow server`, SQLite backend) on `port`,
+/// killed when dropped.
+struct Mlflow {
+    child: std::process::Child,
+}
+
+impl Mlflow {
+    fn start(program: &str, dir: &Path, port: u16) -> Mlflow {
+        use std::os::unix::process::CommandExt as _;
+        let child = Command::new(program)
+            .process_group(0)
+            .args([
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--workers",
+                "1",
+            ])
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+            .arg("--default-artifact-root")
+            .arg(dir.join("artifacts"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mlflow server starts");
+        // Dropped (killed and waited for) on every way out, a panic too.
+        let server = Mlflow { child };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let health = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+                use std::io::{Read as _, Write as _};
+                s.write_all(b"GET /health HTTP/1.0\r\n\r\n")?;
+                let mut answer = String::new();
+                s.read_to_string(&mut answer)?;
+                Ok(answer)
+            });
+            if health.is_ok_and(|a| a.starts_with("HTTP/1.1 200") || a.starts_with("HTTP/1.0 200"))
+            {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mlflow server did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Mlflow {
+    fn drop(&mut self) {
+        // Its workers are its children: end the whole group.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asks MLflow, with its own Python client, what `script` prints.
+fn mlflow_client(python: &Path, uri: &str, script: &str) -> String {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            &format!("from mlflow import MlflowClient\nc = MlflowClient({uri:?})\n{script}"),
+        ])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
+#[test]
+fn registrations_are_mirrored_to_a_real_mlflow_and_catch_up_after_it_was_away() {
+    let Ok(program) = std::env::var("WEIR_TEST_MLFLOW") else {
+        eprintln!(
+            "MLflow test skipped: set WEIR_TEST_MLFLOW to an mlflow program (scripts/mlflow installs one)"
+        );
+        return;
+    };
+    let python = Path::new(&program).with_file_name("python");
+    let dir = setup(QUICK);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let uri = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        format!("[mlflow]\ntracking_uri = \"{uri}\"\nexperiment = \"weir-test\"\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("pipelines/mirrored.yaml"),
+        "name: mirrored\nparams: { acc: \"0.9\" }\ndefaults: { executor: process }\nsteps:\n  train: { run: 'echo ${{ params.acc }} > model.bin; echo \"{\\\"accuracy\\\": ${{ params.acc }}}\" > $WEIR_OUT/metrics.json', artifacts: [model.bin] }\n  register: { needs: [train], register: { model: mirrored, artifact: model.bin, metrics_from: train, alias: staging } }\n",
+    )
+    .expect("write");
+    let mlflow_dir = dir.path().join("mlflow");
+    std::fs::create_dir(&mlflow_dir).expect("mkdir");
+    let mlflow = Mlflow::start(&program, &mlflow_dir, port);
+    let daemon = serve(dir.path());
+    let mirror = |target: &str, done: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = client(
+                dir.path(),
+                &daemon,
+                &["models", "show", target, "--output", "json"],
+            );
+            let version: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if done(&version["mlflow"]) {
+                return version;
+            }
+            assert!(Instant::now() < deadline, "{target}: {version}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let id = trigger(dir.path(), &daemon, &["mirrored", "--param", "acc=0.91"]);
+    wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    let first = mirror("mirrored@1", &|m| m["state"] == "done");
+    assert_eq!(first["mlflow"]["version"], "1", "{first}");
+    let shown = stdout(&client(
+        dir.path(),
+        &daemon,
+        &["models", "show", "mirrored@1"],
+    ));
+    assert!(
+        shown.contains(&format!("mirrored to MLflow as version 1 ({uri})")),
+        "{shown}"
+    );
+    let answer = mlflow_client(
+        &python,
+        &uri,
+        "v = c.get_model_version_by_alias('mirrored', 'staging')\nr = c.get_run(v.run_id)\nprint(v.version, v.tags['weir.version'], r.data.metrics['train.accuracy'], r.data.tags['weir.run_id'], r.info.status)",
+    );
+    assert_eq!(answer, format!("1 1 0.91 {id} FINISHED"));
+
+    // MLflow goes away: the registration goes on, the mirror waits.
+    drop(mlflow);
+    let second = trigger(dir.path(), &daemon, &["mirrored", "--param", "acc=0.95"]);
+    wait_for(dir.path(), &daemon, &second, |run| {
+        run["state"] == "succeeded"
+    });
+    let waiting = mirror("mirrored@2", &|m| {
+        m["state"] == "pending" && m["attempts"].as_i64() >= Some(1)
+    });
+    assert!(
+        waiting["mlflow"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not answer"),
+        "{waiting}"
+    );
+    let shown = stdout(&client(
+        dir.path(),
+        &daemon,
+        &["models", "show", "mirrored@2"],
+    ));
+    assert!(shown.contains("not mirrored to MLflow yet ("), "{shown}");
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["models", "promote", "mirrored@1", "--alias", "production"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Back: what was queued catches up, in order.
+    let _mlflow = Mlflow::start(&program, &mlflow_dir, port);
+    let second = mirror("mirrored@2", &|m| m["state"] == "done");
+    assert_eq!(second["mlflow"]["version"], "2", "{second}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let script = "print(c.get_model_version_by_alias('mirrored', 'staging').version, c.get_model_version_by_alias('mirrored', 'production').version)";
+    loop {
+        let out = Command::new(&python)
+            .args([
+                "-c",
+                &format!("from mlflow import MlflowClient\nc = MlflowClient({uri:?})\n{script}"),
+            ])
+            .output()
+            .expect("python runs");
+        if stdout(&out).trim() == "2 1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "aliases: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let runs = mlflow_client(
+        &python,
+        &uri,
+        "e = c.get_experiment_by_name('weir-test')\nprint(len(c.search_runs([e.experiment_id])))",
+    );
+    assert_eq!(
+        runs, "2",
+        "one MLflow run per weir run, however often tried"
+    );
+}

@@ -69,6 +69,7 @@ impl TestDaemon {
             grace: Duration::from_secs(1),
             gpus: Vec::new(),
             usage: Default::default(),
+            mlflow: None,
         };
         let (daemon, problems) = Daemon::start(store, &dir.join("pipelines"), options)
             .await

@@ -60,6 +60,7 @@ async fn router_and_daemon(
         grace: std::time::Duration::from_secs(1),
         gpus: Vec::new(),
         usage: Default::default(),
+        mlflow: None,
     };
     let (daemon, _) = Daemon::start(store, &pipelines, options)
         .await
