@@ -51,10 +51,16 @@ impl Daemon {
             .start_run(StartRun::new(original.pipeline.clone(), cause))
             .await?;
         let id = started.run_id().map(str::to_owned).unwrap_or_default();
-        match started {
-            Started::Run(run) => Ok(*run),
-            Started::Replay(_) => Ok(self.store.load_run(&id).await?),
+        let run = match started {
+            Started::Run(run) => *run,
+            Started::Replay(_) => self.store.load_run(&id).await?,
+        };
+        // Skipped by the pipeline's concurrency, it ended before any loop
+        // drove it: what it found (nothing) is kept now.
+        if run.state.is_terminal() {
+            self.keep_replay(&run).await?;
         }
+        Ok(run)
     }
 
     /// Compares finished replay run `run` with the run it replayed and

@@ -262,24 +262,28 @@ pub fn compare(pipeline: &Pipeline, original: &Run, replay: &Run) -> Reproductio
     let compared = artifacts.len();
     let identical = artifacts.iter().filter(|a| a.identical).count();
     let reproduced = replay.state == RunState::Succeeded && compared > 0 && identical == compared;
-    let summary = match (&first_difference, reproduced) {
-        (_, true) => format!("reproduced: {identical} of {compared} artifacts identical"),
-        (Some(d), false) => format!(
+    let summary = if reproduced {
+        format!("reproduced: {identical} of {compared} artifacts identical")
+    } else if replay.state != RunState::Succeeded {
+        let why = (replay.reason.clone())
+            .or(failed_before)
+            .map(|why| format!(" ({why})"))
+            .unwrap_or_default();
+        format!(
+            "not reproduced: the replay {}{why}; {identical} of {compared} artifacts identical",
+            replay.state
+        )
+    } else if let Some(d) = &first_difference {
+        format!(
             "not reproduced: {} of {compared} artifacts differ, from step {} on ({}): {}",
             compared - identical,
             d.step,
             d.paths.join(", "),
             d.cause
-        ),
-        (None, false) if compared == 0 => {
-            "not reproduced: the steps that led to the version declare no artifacts to compare"
-                .to_owned()
-        }
-        (None, false) => format!(
-            "not reproduced: the replay {}{}",
-            replay.state,
-            failed_before.map(|f| format!(" ({f})")).unwrap_or_default()
-        ),
+        )
+    } else {
+        "not reproduced: the steps that led to the version declare no artifacts to compare"
+            .to_owned()
     };
     Reproduction {
         run: replay.id.clone(),

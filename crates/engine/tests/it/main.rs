@@ -3,6 +3,7 @@
 
 mod machine;
 mod props;
+mod replay;
 
 use chrono::{TimeZone, Utc};
 use serde_json::{Value as Json, json};
