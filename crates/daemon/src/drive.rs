@@ -277,7 +277,14 @@ async fn commit(
     let mut delay = Duration::from_millis(100);
     let mut listening = true;
     loop {
-        let error = match store.save_run(before, after).await {
+        let began = std::time::Instant::now();
+        let saved = store.save_run(before, after).await;
+        let outcome = if saved.is_ok() { "ok" } else { "error" };
+        crate::metrics::METRICS
+            .commit
+            .with_label_values(&[outcome])
+            .observe(began.elapsed().as_secs_f64());
+        let error = match saved {
             Ok(()) => return Ok(true),
             Err(e) if e.is_closed() => return Err(e.into()),
             Err(e) => e,

@@ -17,6 +17,7 @@ mod drive;
 mod intake;
 mod load;
 mod logs;
+pub mod metrics;
 mod mlflow;
 mod register;
 mod registry;

@@ -601,6 +601,7 @@ impl Daemon {
                 inbox,
                 |run, change| {
                     audit_change(&daemon.audit, &pipeline, run, change);
+                    crate::metrics::observe_change(&name, run, change);
                     if notices.receiver_count() > 0 {
                         let _ =
                             notices.send(Notice::Changed(Arc::new(run.clone()), change.clone()));
@@ -622,6 +623,7 @@ impl Daemon {
             if let Ok(run) = &driven
                 && run.state.is_terminal()
             {
+                crate::metrics::observe_end(run);
                 if let Err(e) = daemon.keep_replay(run).await {
                     tracing::error!(run = %id, error = %e, "cannot keep what the replay found; kept at the next start");
                 }

@@ -58,6 +58,7 @@ pub(crate) async fn hook(
         .get("x-weir-delivery")
         .or_else(|| headers.get("x-github-delivery"))
         .and_then(|v| v.to_str().ok());
+    let arrived = std::time::Instant::now();
     let started = state
         .daemon
         .deliver(Delivery {
@@ -66,8 +67,14 @@ pub(crate) async fn hook(
             signature,
             delivery,
         })
-        .await?;
-    let (status, run, replay) = match started {
+        .await;
+    let outcome = match &started {
+        Ok(Started::Run(_)) => "accepted",
+        Ok(Started::Replay(_)) => "replay",
+        Err(_) => "refused",
+    };
+    weir_daemon::metrics::observe_webhook(outcome, arrived.elapsed());
+    let (status, run, replay) = match started? {
         Started::Run(run) => (StatusCode::ACCEPTED, Some(run.id), false),
         Started::Replay(run) => (StatusCode::OK, run, true),
     };

@@ -670,6 +670,7 @@ async fn metrics(
             "weir_events_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
         );
     }
+    out.push_str(&weir_daemon::metrics::render());
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -1826,3 +1826,135 @@ fn registrations_are_mirrored_to_a_real_mlflow_and_catch_up_after_it_was_away() 
         "one MLflow run per weir run, however often tried"
     );
 }
+
+/// `METHOD path` on the daemon over plain HTTP/1.0 with the daemon's token,
+/// and the answer's status line and body.
+fn http(
+    dir: &Path,
+    daemon: &Daemon,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (String, String) {
+    use std::io::{Read as _, Write as _};
+    let token = std::fs::read_to_string(dir.join(".weir/token")).expect("token");
+    let addr = daemon.addr.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n",
+        token.trim(),
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    stream.write_all(body).expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[test]
+fn metrics_carry_latency_histograms_that_promtool_accepts() {
+    let Ok(promtool) = which("promtool") else {
+        eprintln!("promtool test skipped: install Debian's prometheus package (CI does)");
+        return;
+    };
+    let dir = setup(QUICK);
+    std::fs::write(
+        dir.path().join("pipelines/hooked.yaml"),
+        "name: hooked\non: { webhook: { secret_env: HOOK_SECRET } }\ndefaults: { executor: process }\nsteps:\n  a: { run: 'true' }\n  b: { needs: [a], run: 'exit 3' }\n",
+    )
+    .expect("write");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HOOK_SECRET", "s3cret")
+        .current_dir(dir.path());
+    let daemon = spawn_daemon(&mut command);
+    let id = trigger(dir.path(), &daemon, &["quick"]);
+    wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    let body = br#"{"ref": "refs/heads/main"}"#;
+    let signature = {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"s3cret").expect("key");
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-Weir-Signature-256", signature.as_str()),
+        ("X-Weir-Delivery", "d-1"),
+    ];
+    let (status, answer) = http(
+        dir.path(),
+        &daemon,
+        "POST",
+        "/api/v1/hooks/hooked",
+        &headers,
+        body,
+    );
+    assert!(status.contains(" 202 "), "{status} {answer}");
+    let hooked: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    let hooked = hooked["run"].as_str().expect("run").to_owned();
+    wait_for(dir.path(), &daemon, &hooked, |run| run["state"] == "failed");
+    let (status, bad) = http(
+        dir.path(),
+        &daemon,
+        "POST",
+        "/api/v1/hooks/hooked",
+        &[("X-Weir-Delivery", "d-2")],
+        body,
+    );
+    assert!(status.contains(" 401 "), "{status} {bad}");
+
+    let (status, metrics) = http(dir.path(), &daemon, "GET", "/metrics", &[], b"");
+    assert!(status.contains(" 200 "), "{status}");
+    for line in [
+        "weir_step_duration_seconds_count{outcome=\"succeeded\",pipeline=\"quick\"} ",
+        "weir_step_duration_seconds_count{outcome=\"failed\",pipeline=\"hooked\"} 1",
+        "weir_run_duration_seconds_count{outcome=\"failed\",pipeline=\"hooked\"} 1",
+        "weir_run_queue_wait_seconds_count{pipeline=\"quick\"} 1",
+        "weir_webhook_intake_seconds_count{outcome=\"accepted\"} 1",
+        "weir_webhook_intake_seconds_count{outcome=\"refused\"} 1",
+        "weir_store_commit_seconds_count{outcome=\"ok\"} ",
+        "# TYPE weir_run_duration_seconds histogram",
+    ] {
+        assert!(metrics.contains(line), "no '{line}' in:\n{metrics}");
+    }
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    {
+        use std::io::Write as _;
+        let mut stdin = check.stdin.take().expect("stdin");
+        stdin.write_all(metrics.as_bytes()).expect("write");
+    }
+    let out = check.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// The path of `program` on PATH.
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    let path = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or(())
+}
