@@ -11,6 +11,7 @@ mod events;
 mod models;
 mod pipelines;
 mod runs;
+mod store;
 
 pub use audit::{AuditEntry, AuditKey, AuditQuery, Verification};
 pub use events::{Decision, Delivered, DriftAnswer, DriftReport, Event};
@@ -25,6 +26,7 @@ pub use runs::{
     NewRun, Read, Replayed, Retry, Run, RunState, RunSummary, StepRun, StepState, StopReason,
     Stopping,
 };
+pub use store::{Collected, Gc};
 
 use serde::{Deserialize, Serialize};
 

@@ -25,6 +25,16 @@ pub(crate) struct File {
     pub(crate) tokens: Option<std::collections::BTreeMap<String, String>>,
     /// The MLflow server runs and registrations are mirrored to.
     pub(crate) mlflow: Option<MlflowFile>,
+    /// What the store keeps.
+    pub(crate) retention: Option<RetentionFile>,
+}
+
+/// The `[retention]` table of `weir.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetentionFile {
+    /// Finished runs older than this are pruned (`30d`).
+    pub(crate) runs: Option<String>,
 }
 
 /// The `[mlflow]` table of `weir.toml`.

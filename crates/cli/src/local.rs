@@ -42,6 +42,10 @@ pub(crate) struct StoreArgs {
     /// The MLflow experiment runs are logged to [default: the pipeline's name].
     #[arg(long, env = "WEIR_MLFLOW_EXPERIMENT")]
     mlflow_experiment: Option<String>,
+    /// Prune finished runs older than this (`30d`), at start and hourly;
+    /// runs that registered a model version and the audit log are kept.
+    #[arg(long, env = "WEIR_RETENTION")]
+    retention: Option<String>,
     /// How to print the finished run.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) output: Output,
@@ -109,6 +113,29 @@ impl StoreArgs {
             |f| f.mlflow.as_ref()?.experiment.clone().map(Some),
             None,
         );
+        let retention = layers.pick(
+            "retention",
+            Some("WEIR_RETENTION"),
+            self.retention.clone().map(Some),
+            |f| f.retention.as_ref()?.runs.clone().map(Some),
+            None,
+        );
+        let retention = match retention {
+            None => None,
+            Some(text) => {
+                let parsed = weir_model::units::Duration::parse(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "retention '{text}' is not a duration ({e}): write 30d, 12h, 90m"
+                    )
+                })?;
+                if parsed.get() < weir_daemon::MIN_RETENTION {
+                    anyhow::bail!(
+                        "retention '{text}' is too short: runs that just finished are still being written; give at least 1m"
+                    );
+                }
+                Some(parsed.get())
+            }
+        };
         if max_running == 0 {
             anyhow::bail!("max_running must be at least 1");
         }
@@ -138,6 +165,7 @@ impl StoreArgs {
             keep_containers,
             supervisor: supervisor(),
             mlflow,
+            retention,
         };
         Ok((config, self.output))
     }

@@ -6,6 +6,7 @@ mod audit;
 mod client;
 mod config;
 mod files;
+mod gc;
 mod local;
 mod models;
 mod output;
@@ -74,6 +75,9 @@ enum Command {
     Events(remote::RunsArgs),
     /// One run per schedule slot in a range, each slot run at most once.
     Backfill(remote::BackfillArgs),
+    /// Prune finished runs older than a retention (their attempts, logs and
+    /// folders); runs that registered a model version and the audit log stay.
+    Gc(gc::Args),
     /// What weir starts to run process steps so they outlive it (internal).
     #[command(hide = true)]
     Supervise,
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => models::replay(&args),
         Command::Events(args) => remote::events(&args),
         Command::Backfill(args) => remote::backfill(&args),
+        Command::Gc(args) => gc::run(&args),
         Command::Supervise => weir_daemon::supervise()
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),

@@ -37,6 +37,7 @@ async fn weir_runs(command: &str, n: usize) -> (Duration, Vec<Duration>) {
         gpus: Vec::new(),
         usage: Default::default(),
         mlflow: None,
+        retention: None,
     };
     let mut first_lines = Vec::new();
     let start = Instant::now();

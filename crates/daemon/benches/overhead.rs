@@ -98,6 +98,7 @@ async fn weir(yaml: &str, max_running: usize) -> Duration {
         gpus: Vec::new(),
         usage: Default::default(),
         mlflow: None,
+        retention: None,
     };
     let start = Instant::now();
     let done = drive(

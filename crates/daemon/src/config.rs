@@ -37,6 +37,8 @@ pub struct Config {
     /// The MLflow server runs and registrations are mirrored to, unless a
     /// pipeline names its own.
     pub mlflow: Option<crate::MlflowTarget>,
+    /// Finished runs older than this are pruned (`weir gc`, and hourly).
+    pub retention: Option<Duration>,
 }
 
 /// Why the daemon's parts could not be built from a [`Config`].
@@ -146,6 +148,7 @@ impl Config {
             gpus,
             usage: Default::default(),
             mlflow: self.mlflow.clone(),
+            retention: self.retention,
         })
     }
 }
@@ -168,6 +171,8 @@ pub struct Options {
     /// The MLflow server runs and registrations are mirrored to, unless a
     /// pipeline names its own.
     pub mlflow: Option<crate::MlflowTarget>,
+    /// Finished runs older than this are pruned (`weir gc`, and hourly).
+    pub retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for Options {

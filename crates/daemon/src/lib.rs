@@ -14,6 +14,7 @@ mod catalog;
 mod clock;
 mod config;
 mod drive;
+mod gc;
 mod intake;
 mod load;
 mod logs;
@@ -33,6 +34,7 @@ pub use catalog::{Loaded, Reload, Scan, Scanned, StoredError, load_pipelines, sc
 pub use clock::now;
 pub use config::{Config, ConfigError, Docker, Executors, Options};
 pub use drive::{Change, Control, DriveError, drive, drive_with};
+pub use gc::{Collected, GcError, MIN_RETENTION};
 pub use intake::{Delivery, DeliveryError, DriftReport, Measured, signed};
 pub use load::Usage;
 pub use logs::{LogError, LogPiece};

@@ -200,6 +200,10 @@ impl Daemon {
         let stop = self.tasks.stopping();
         let wake = Arc::clone(&self.mirror_wake);
         self.tasks.spawn(TaskKind::Mirror, async move {
+            // reqwest speaks rustls without a provider of its own: ring, as
+            // the server and the store's connections (already installed by
+            // `weir serve`; this covers every other embedding).
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let http = match reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()

@@ -210,6 +210,7 @@ impl Daemon {
         daemon.spawn_scheduler();
         daemon.spawn_watcher();
         daemon.spawn_mirror();
+        daemon.spawn_gc();
         Ok((daemon, scan.problems))
     }
 

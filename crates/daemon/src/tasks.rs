@@ -8,6 +8,7 @@
 //! | `Watcher`   | the daemon shuts down           | logged per reload; the last good pipelines stay |
 //! | `Audit`     | its queue is closed and drained | logged per batch |
 //! | `Mirror`    | the daemon shuts down           | logged per item; the item is tried again with backoff |
+//! | `Gc`        | the daemon shuts down           | logged; tried again at the next hour |
 //!
 //! **Invariant:** `Daemon::shutdown` waits for every task of the tracker
 //! (up to its deadline), so nothing the daemon decided is left uncommitted
@@ -30,6 +31,8 @@ pub(crate) enum TaskKind {
     Audit,
     /// The MLflow mirror's writer.
     Mirror,
+    /// The retention prune.
+    Gc,
 }
 
 impl TaskKind {
@@ -40,6 +43,7 @@ impl TaskKind {
             TaskKind::Watcher => "watcher",
             TaskKind::Audit => "audit",
             TaskKind::Mirror => "mirror",
+            TaskKind::Gc => "gc",
         }
     }
 }

@@ -32,6 +32,7 @@ use utoipa::openapi::{Ref, RefOr};
         crate::routes::models, crate::routes::model, crate::routes::model_version,
         crate::routes::model_history, crate::routes::promote, crate::routes::lineage,
         crate::routes::model_card, crate::routes::replay, crate::routes::replays,
+        crate::routes::gc,
         crate::routes::audit, crate::routes::audit_verify, crate::routes::audit_key,
     ),
     components(schemas(weir_api::Error, weir_api::Replayed, weir_api::CardFormat)),

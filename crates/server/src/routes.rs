@@ -53,6 +53,7 @@ pub fn router(state: State) -> Router {
         .route("/models/{name}/versions/{version}", get(model_version))
         .route("/models/{name}/versions/{version}/lineage", get(lineage))
         .route("/models/{name}/versions/{version}/card", get(model_card))
+        .route("/gc", post(gc))
         .route("/models/{name}/versions/{version}/replay", post(replay))
         .route("/models/{name}/versions/{version}/replays", get(replays))
         .route("/models/{name}/aliases/{alias}", post(promote))
@@ -517,6 +518,53 @@ async fn model_card(
             weir_daemon::card::html(&card.card),
         ),
     })
+}
+
+impl Body for api::Gc {
+    const EXAMPLE: &'static str = r#"{"older_than": "30d", "dry_run": true}"#;
+}
+
+/// Prunes finished runs older than a retention (the daemon's by default),
+/// with their attempts, logs and folders, in short batches; runs that
+/// registered a model version and the audit log are kept. Audited.
+#[utoipa::path(post, path = "/api/v1/gc", operation_id = "gc", tag = "daemon",
+    request_body(content = api::Gc, description = "The retention, and whether only to count.", content_type = "application/json"),
+    responses((status = 200, description = "What was pruned, or would be.", body = api::Collected),
+        (status = 400, description = "Not JSON, or the wrong shape.", body = api::Error),
+        (status = 422, description = "No retention, or one too short or not a duration.", body = api::Error)))]
+async fn gc(
+    Extract(state): Extract<State>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    MaybeJson(gc): MaybeJson<api::Gc>,
+) -> Result<Json<api::Collected>, ApiError> {
+    let gc = gc.unwrap_or_default();
+    let bad =
+        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-retention", message);
+    let older_than = match &gc.older_than {
+        None => None,
+        Some(text) => Some(
+            weir_model::units::Duration::parse(text)
+                .map_err(|e| {
+                    bad(format!(
+                        "older_than '{text}' is not a duration ({e}): write 30d, 12h, 90m"
+                    ))
+                })?
+                .get(),
+        ),
+    };
+    let collected = match state.daemon.gc(older_than, gc.dry_run, &actor).await {
+        Ok(collected) => collected,
+        Err(weir_daemon::GcError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    Ok(Json(api::Collected {
+        before: collected.before,
+        runs: collected.pruned.runs,
+        attempts: collected.pruned.attempts,
+        log_bytes: collected.pruned.log_bytes,
+        folders: collected.folders,
+        dry_run: collected.dry_run,
+    }))
 }
 
 /// Every move of every alias of a model, oldest first.

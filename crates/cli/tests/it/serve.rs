@@ -1958,3 +1958,119 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .find(|candidate| candidate.is_file())
         .ok_or(())
 }
+
+#[test]
+fn gc_prunes_old_finished_runs_but_keeps_registering_runs_and_the_audit_chain() {
+    let dir = setup(QUICK);
+    std::fs::write(
+        dir.path().join("pipelines/reg.yaml"),
+        "name: reg\ndefaults: { executor: process }\nsteps:\n  train: { run: 'echo m > model.bin', artifacts: [model.bin] }\n  register: { needs: [train], register: { model: reg, artifact: model.bin } }\n",
+    )
+    .expect("write");
+    let daemon = serve(dir.path());
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        let id = trigger(dir.path(), &daemon, &["quick"]);
+        wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+        old.push(id);
+    }
+    let registering = trigger(dir.path(), &daemon, &["reg"]);
+    wait_for(dir.path(), &daemon, &registering, |run| {
+        run["state"] == "succeeded"
+    });
+    let recent = trigger(dir.path(), &daemon, &["quick"]);
+    wait_for(dir.path(), &daemon, &recent, |run| {
+        run["state"] == "succeeded"
+    });
+    // Every run but the last finished in 2020.
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::ConnectOptions as _;
+            let url = format!("sqlite://{}/weir.db", dir.path().join(".weir").display());
+            let mut db = url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .expect("url")
+                .connect()
+                .await
+                .expect("db");
+            sqlx::query(
+                "UPDATE runs SET finished_at = '2020-01-01T00:00:00.000000+00:00' WHERE id <> $1",
+            )
+            .bind(&recent)
+            .execute(&mut db)
+            .await
+            .expect("age");
+        });
+    let runs_folder = dir.path().join(".weir/runs");
+    assert!(runs_folder.join(&old[0]).is_dir());
+
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["gc", "--older-than", "30d", "--dry-run"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("would prune 3 runs finished before "),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        runs_folder.join(&old[0]).is_dir(),
+        "a dry run changes nothing"
+    );
+
+    let out = client(
+        dir.path(),
+        &daemon,
+        &["gc", "--older-than", "30d", "--output", "json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (done["runs"].as_u64(), done["folders"].as_u64()),
+        (Some(3), Some(3)),
+        "{done}"
+    );
+    assert!(done["attempts"].as_u64() >= Some(3), "{done}");
+    for id in &old {
+        let out = client(dir.path(), &daemon, &["status", id]);
+        assert_eq!(out.status.code(), Some(2), "{id} is gone");
+        assert!(!runs_folder.join(id).exists(), "{id}'s folder is gone");
+    }
+    for kept in [&registering, &recent] {
+        let out = client(dir.path(), &daemon, &["status", kept]);
+        assert!(out.status.success(), "{kept} is kept: {}", stderr(&out));
+    }
+    let out = client(dir.path(), &daemon, &["lineage", "reg@1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = client(dir.path(), &daemon, &["audit", "verify"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !crate::audit_of(&dir.path().join(".weir"))
+        .iter()
+        .any(|e| e.action == "store.pruned")
+    {
+        assert!(Instant::now() < deadline, "the prune is audited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let out = client(dir.path(), &daemon, &["gc", "--older-than", "10s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is too short"), "{}", stderr(&out));
+    let out = client(dir.path(), &daemon, &["gc", "--older-than", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("older_than 'soon' is not a duration"),
+        "{}",
+        stderr(&out)
+    );
+    let out = client(dir.path(), &daemon, &["gc"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no retention to prune by"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -70,6 +70,7 @@ impl TestDaemon {
             gpus: Vec::new(),
             usage: Default::default(),
             mlflow: None,
+            retention: None,
         };
         let (daemon, problems) = Daemon::start(store, &dir.join("pipelines"), options)
             .await

@@ -287,6 +287,18 @@ async fn every_answer_of_a_whole_scenario_is_the_documented_shape() {
         replay_id.as_str(),
         "{lineage:#}"
     );
+    let (status, counted) = api
+        .post(
+            "/api/v1/gc",
+            &[],
+            json!({ "older_than": "30d", "dry_run": true }),
+        )
+        .await;
+    assert_eq!(
+        (status, &counted["runs"]),
+        (StatusCode::OK, &json!(0)),
+        "{counted}"
+    );
     let (status, promoted) = api
         .post(
             "/api/v1/models/{name}/aliases/{alias}",

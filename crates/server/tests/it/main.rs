@@ -61,6 +61,7 @@ async fn router_and_daemon(
         gpus: Vec::new(),
         usage: Default::default(),
         mlflow: None,
+        retention: None,
     };
     let (daemon, _) = Daemon::start(store, &pipelines, options)
         .await

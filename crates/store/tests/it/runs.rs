@@ -516,3 +516,76 @@ async fn a_cron_slot_is_claimed_once_and_marks_move() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_prune_takes_old_finished_runs_in_batches_and_keeps_registering_ones() {
+    for (db, store, _dir) in stores().await {
+        let p = pipeline();
+        let hash = store
+            .save_pipeline("stored", PIPELINE)
+            .await
+            .expect("saved");
+        for (id, ended) in [("old-1", 0), ("old-2", 10), ("reg", 5), ("new", 1000)] {
+            let before = new_run(
+                &p,
+                id,
+                Cause::manual("t"),
+                &[],
+                json!(null),
+                json!({}),
+                at(0),
+            )
+            .expect("run");
+            store.create_run(&before, &hash).await.expect("created");
+            let mut after = before.clone();
+            after.skip("done", at(ended));
+            store.save_run(&before, &after).await.expect("ended");
+        }
+        let unfinished = new_run(
+            &p,
+            "running",
+            Cause::manual("t"),
+            &[],
+            json!(null),
+            json!({}),
+            at(0),
+        )
+        .expect("run");
+        store.create_run(&unfinished, &hash).await.expect("created");
+        let m = serde_json::Map::new();
+        store
+            .register_model(&weir_store::NewVersion {
+                model: "m",
+                artifact: "m.bin",
+                sha256: "ab",
+                metrics: &m,
+                run_id: "reg",
+                step: "train[seed=1]",
+                alias: None,
+                at: at(5),
+            })
+            .await
+            .expect("registered");
+
+        let counted = store.prunable(at(500)).await.expect("counted");
+        assert_eq!(counted.runs, 2, "{db}: {counted:?}");
+        let (first, _) = store.prune_batch(at(500), 1).await.expect("pruned");
+        assert_eq!(first, ["old-1"], "{db}: oldest first");
+        let (second, _) = store.prune_batch(at(500), 1).await.expect("pruned");
+        assert_eq!(second, ["old-2"], "{db}");
+        let (none, pruned) = store.prune_batch(at(500), 1).await.expect("pruned");
+        assert!(none.is_empty() && pruned.runs == 0, "{db}");
+        for gone in ["old-1", "old-2"] {
+            assert!(
+                matches!(store.load_run(gone).await, Err(Error::NoSuchRun(_))),
+                "{db}: {gone}"
+            );
+        }
+        for kept in ["reg", "new", "running"] {
+            store
+                .load_run(kept)
+                .await
+                .unwrap_or_else(|e| panic!("{db}: {kept}: {e}"));
+        }
+    }
+}
