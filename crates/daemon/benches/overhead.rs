@@ -1,7 +1,9 @@
 //! Orchestration overhead per step (DESIGN.md §7: under 5 ms above a bare
 //! spawn of `true`), with every transition committed to SQLite.
 //!
-//! W1: a chain of 200 `true` steps with the process executor. W2: a fan-out
+//! W1: a chain of 200 `true` steps with the process executor, once with the
+//! program named as users name it (found on PATH) and once by its absolute
+//! path. W2: a fan-out
 //! 1 → 200 → 1 with at most 2 steps at a time. The floor — spawning and
 //! waiting for `true` directly, serially for W1 and two at a time for W2 —
 //! is measured in the same run. Each workload runs 5 times; the medians
@@ -19,7 +21,7 @@ use weir_store::Store;
 
 const ROUNDS: usize = 5;
 
-fn chain(n: usize) -> String {
+fn chain(n: usize, program: &str) -> String {
     let mut yaml = String::from("name: w1\ndefaults: { executor: process }\nsteps:\n");
     for i in 0..n {
         let needs = if i == 0 {
@@ -27,7 +29,7 @@ fn chain(n: usize) -> String {
         } else {
             format!(", needs: [s{}]", i - 1)
         };
-        let _ = writeln!(yaml, "  s{i}: {{ command: [\"true\"]{needs} }}");
+        let _ = writeln!(yaml, "  s{i}: {{ command: [\"{program}\"]{needs} }}");
     }
     yaml
 }
@@ -132,8 +134,16 @@ fn main() {
         .build()
         .expect("runtime");
     let n = 200;
+    // `true` as users name it, found on PATH, and by its absolute path: the
+    // same cost when weir finds programs itself.
+    let absolute = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("true"))
+        .find(|p| p.is_file())
+        .map_or_else(|| "/usr/bin/true".to_owned(), |p| p.display().to_string());
+    let by_path = format!("W1 chain of 200, command {absolute}");
     for (name, yaml, steps, parallel) in [
-        ("W1 chain of 200", chain(n), n, 1),
+        ("W1 chain of 200, command true", chain(n, "true"), n, 1),
+        (by_path.as_str(), chain(n, &absolute), n, 1),
         ("W2 fan-out 1 -> 200 -> 1, 2 at a time", fan(n), n + 2, 2),
     ] {
         let mut weir_times = Vec::new();
