@@ -121,11 +121,22 @@ impl Node {
 }
 
 /// Parses `source` into a node tree, or the YAML syntax error.
+/// The most YAML nodes a pipeline file may have.
+const MAX_NODES: usize = 2_000_000;
+
 pub(crate) fn parse(source: &str) -> Result<Node, Diagnostic> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
         duplicate_keys: DuplicateKeyPolicy::PassThrough,
         with_snippet: false,
+        // Room for real generated files (10,000 steps each needing 50
+        // others: about 560,000 nodes and 1.1 million events) where the
+        // defaults stop at 250,000 and 1 million; the alias, anchor, depth
+        // and scalar-size limits that refuse hostile files stay as they are.
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_NODES,
+            max_events: 2 * MAX_NODES,
+        },
     };
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(source, options) {
         Ok(spanned) => Ok(into_node(spanned, source)),
@@ -282,6 +293,19 @@ impl<'de> Visitor<'de> for RawVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_files_past_the_parsers_default_node_budget_read() {
+        // serde-saphyr stops at 250,000 nodes by default; a 10,000-step
+        // file whose steps each need 50 others has about 560,000.
+        let items: Vec<String> = (0..300_000).map(|i| format!("s{i}")).collect();
+        let source = format!("needs: [{}]\n", items.join(", "));
+        let root = parse(&source).expect("within weir's budget");
+        let Value::Map(entries) = &root.value else {
+            panic!("a map");
+        };
+        assert!(matches!(&entries[0].1.value, Value::Seq(items) if items.len() == 300_000));
+    }
 
     #[test]
     fn keeps_positions_raw_text_and_duplicates() {
