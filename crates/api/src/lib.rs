@@ -23,8 +23,8 @@ pub use models::{
 pub use pipelines::{Backfill, Backfilled, BackfilledRun, Pipeline};
 pub use runs::{
     Approval, Attempt, AttemptState, Cancelling, Cause, Evidence, Listing, LogChunk, LogQuery,
-    NewRun, Read, Replayed, Retry, Run, RunState, RunSummary, StepRun, StepState, StopReason,
-    Stopping,
+    NewRun, Read, Replayed, Retry, Run, RunListing, RunState, RunSummary, StepRun, StepState,
+    StopReason, Stopping,
 };
 pub use store::{Collected, Gc};
 

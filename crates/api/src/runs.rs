@@ -141,6 +141,25 @@ pub struct Listing {
     pub limit: Option<i64>,
 }
 
+/// `GET /runs`'s query: a page of runs, newest first, filtered. The next
+/// page: the same query with `after` set to the last run's id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RunListing {
+    /// How many, 1 to 1000 (default 50).
+    pub limit: Option<i64>,
+    /// Only runs created before this run (its id): the next page.
+    pub after: Option<String>,
+    /// Only this pipeline's runs.
+    pub pipeline: Option<String>,
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// Only runs of this cause (`manual`, `webhook`, `schedule`, `backfill`,
+    /// `drift`, `retry`, `replay`).
+    pub trigger: Option<String>,
+}
+
 /// What started a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

@@ -52,7 +52,7 @@ enum Command {
     /// The pipelines the daemon serves, with their version.
     Pipelines(remote::ListArgs),
     /// The daemon's latest runs.
-    Runs(remote::RunsArgs),
+    Runs(remote::RunListArgs),
     /// Cancel a run of the daemon.
     Cancel(remote::RunArgs),
     /// A new run retrying a finished one, reusing the steps that succeeded.

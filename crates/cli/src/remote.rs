@@ -170,6 +170,31 @@ pub(crate) struct RunsArgs {
     output: Output,
 }
 
+/// Arguments of `weir runs`.
+#[derive(clap::Args)]
+pub(crate) struct RunListArgs {
+    /// How many of the latest runs.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    /// Only runs created before this run (the last of the page before).
+    #[arg(long, value_name = "RUN")]
+    after: Option<String>,
+    /// Only this pipeline's runs.
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Only runs in this state (queued, running, succeeded, failed, cancelled).
+    #[arg(long)]
+    state: Option<String>,
+    /// Only runs of this cause (manual, webhook, schedule, backfill, drift, retry, replay).
+    #[arg(long)]
+    trigger: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How to print them.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
 pub(crate) fn trigger(args: &TriggerArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
@@ -276,10 +301,21 @@ pub(crate) fn pipelines(args: &ListArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub(crate) fn runs(args: &RunsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn runs(args: &RunListArgs) -> anyhow::Result<ExitCode> {
     crate::local::runtime()?.block_on(async {
         let client = Client::new(&args.client)?;
-        let runs: Vec<api::RunSummary> = client.get(&format!("/runs?limit={}", args.limit)).await?;
+        let mut path = format!("/runs?limit={}", args.limit);
+        for (key, value) in [
+            ("after", &args.after),
+            ("pipeline", &args.pipeline),
+            ("state", &args.state),
+            ("trigger", &args.trigger),
+        ] {
+            if let Some(value) = value {
+                path.push_str(&format!("&{key}={}", encode(value)));
+            }
+        }
+        let runs: Vec<api::RunSummary> = client.get(&path).await?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
             Output::Table => {

@@ -169,17 +169,52 @@ impl Params for api::Listing {
     const EXAMPLE: &'static str = "?limit=N";
 }
 
-/// The latest runs, newest first.
+impl Params for api::RunListing {
+    const EXAMPLE: &'static str =
+        "?limit=N&after=RUN&pipeline=NAME&state=running|succeeded|…&trigger=manual|webhook|…";
+}
+
+/// The causes a run may have, as `trigger` names them.
+const TRIGGERS: [&str; 7] = [
+    "manual", "webhook", "schedule", "backfill", "drift", "retry", "replay",
+];
+
+/// The latest runs, newest first, a page at a time (ask again with
+/// `after` = the last run's id), filtered by pipeline, state and trigger.
 #[utoipa::path(get, path = "/api/v1/runs", operation_id = "listRuns", tag = "runs",
-    params(api::Listing),
+    params(api::RunListing),
     responses((status = 200, description = "The runs.", body = [api::RunSummary]),
-        (status = 400, description = "A bad query value.", body = api::Error)))]
+        (status = 400, description = "A bad query value, or a cursor that names no run.", body = api::Error)))]
 async fn list_runs(
     Extract(state): Extract<State>,
-    ApiQuery(listing): ApiQuery<api::Listing>,
+    ApiQuery(listing): ApiQuery<api::RunListing>,
 ) -> Result<Json<Vec<api::RunSummary>>, ApiError> {
     let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
-    let runs = state.daemon.store().list_runs(limit).await?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", message);
+    if let Some(trigger) = &listing.trigger
+        && !TRIGGERS.contains(&trigger.as_str())
+    {
+        return Err(bad(format!(
+            "unknown trigger '{trigger}': one of {}",
+            TRIGGERS.join(", ")
+        )));
+    }
+    let store = state.daemon.store();
+    if let Some(after) = &listing.after
+        && let Err(weir_store::Error::NoSuchRun(_)) = store.run_pipeline_hash(after).await
+    {
+        return Err(bad(format!(
+            "after '{after}' names no run: give the id of the last run of the page before"
+        )));
+    }
+    let run_state = listing.state.map(|s| s.to_string());
+    let filter = weir_store::RunFilter {
+        pipeline: listing.pipeline.as_deref(),
+        state: run_state.as_deref(),
+        trigger: listing.trigger.as_deref(),
+        after: listing.after.as_deref(),
+    };
+    let runs = store.list_runs_where(&filter, limit).await?;
     Ok(Json(runs.into_iter().map(wire::run_summary).collect()))
 }
 

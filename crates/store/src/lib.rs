@@ -33,7 +33,7 @@ pub use events::{EventRecord, REJECTED_KEPT};
 pub use mirror::MirrorItem;
 pub use prune::Pruned;
 pub use registry::{AliasMove, ModelSummary, ModelVersion, NewVersion, StoredReplay};
-pub use runs::{Counts, NewEvent, RunSummary};
+pub use runs::{Counts, NewEvent, RunFilter, RunSummary};
 pub use schedules::Leadership;
 
 use thiserror::Error;

@@ -29,6 +29,19 @@ pub struct RunSummary {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// Which runs [`Store::list_runs_where`] lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunFilter<'a> {
+    /// Only this pipeline's.
+    pub pipeline: Option<&'a str>,
+    /// Only runs in this state (`running`, `failed`, …).
+    pub state: Option<&'a str>,
+    /// Only runs of this cause's kind (`manual`, `webhook`, …).
+    pub trigger: Option<&'a str>,
+    /// Only runs created before this one (the cursor of the next page).
+    pub after: Option<&'a str>,
+}
+
 /// A [`RunSummary`] as its row holds it.
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
@@ -578,13 +591,54 @@ impl Store {
 
     /// The latest `limit` runs, newest first.
     pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunSummary>, Error> {
+        self.list_runs_where(&RunFilter::default(), limit).await
+    }
+
+    /// The latest `limit` runs that `filter` keeps, newest first; with
+    /// `filter.after`, those created before that run (the next page). A
+    /// page costs the same however many runs the store holds: it is read
+    /// from an index from the cursor on.
+    pub async fn list_runs_where(
+        &self,
+        filter: &RunFilter<'_>,
+        limit: i64,
+    ) -> Result<Vec<RunSummary>, Error> {
+        let mut clauses = Vec::new();
+        let mut values: Vec<&str> = Vec::new();
+        for (column, value) in [
+            ("pipeline", filter.pipeline),
+            ("state", filter.state),
+            ("trigger", filter.trigger),
+        ] {
+            if let Some(value) = value {
+                values.push(value);
+                clauses.push(format!("{column} = ${}", values.len()));
+            }
+        }
+        if let Some(after) = filter.after {
+            values.push(after);
+            let n = values.len();
+            clauses.push(format!(
+                "(created_at, id) < (SELECT c.created_at, c.id FROM runs c WHERE c.id = ${n})"
+            ));
+        }
+        let mut sql = String::from(
+            "SELECT id, pipeline, trigger, state, reason, created_at, finished_at FROM runs",
+        );
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, id DESC LIMIT ${}",
+            values.len() + 1
+        ));
         let rows: Vec<SummaryRow> = on_db!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT id, pipeline, trigger, state, reason, created_at, finished_at FROM runs ORDER BY created_at DESC, id DESC LIMIT $1",
-            )
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+            for value in &values {
+                query = query.bind(*value);
+            }
+            query.bind(limit).fetch_all(pool).await?
         });
         rows.into_iter().map(SummaryRow::summary).collect()
     }

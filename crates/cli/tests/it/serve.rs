@@ -2074,3 +2074,57 @@ fn gc_prunes_old_finished_runs_but_keeps_registering_runs_and_the_audit_chain() 
         stderr(&out)
     );
 }
+
+#[test]
+fn runs_list_in_pages_and_by_pipeline_state_and_trigger() {
+    let dir = setup(QUICK);
+    let daemon = serve(dir.path());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = trigger(dir.path(), &daemon, &["quick"]);
+        wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+        ids.push(id);
+    }
+    let list = |args: &[&str]| {
+        let mut all = vec!["runs", "--output", "json"];
+        all.extend_from_slice(args);
+        let out = client(dir.path(), &daemon, &all);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+        runs.iter()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(&["--limit", "2"]), [ids[2].clone(), ids[1].clone()]);
+    assert_eq!(
+        list(&["--limit", "2", "--after", &ids[1]]),
+        [ids[0].clone()]
+    );
+    assert_eq!(
+        list(&[
+            "--pipeline",
+            "quick",
+            "--state",
+            "succeeded",
+            "--trigger",
+            "manual"
+        ])
+        .len(),
+        3
+    );
+    assert!(list(&["--state", "failed"]).is_empty());
+    let out = client(dir.path(), &daemon, &["runs", "--trigger", "cron"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown trigger 'cron': one of manual, webhook"),
+        "{}",
+        stderr(&out)
+    );
+    let out = client(dir.path(), &daemon, &["runs", "--after", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("after 'nope' names no run"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -589,3 +589,94 @@ async fn a_prune_takes_old_finished_runs_in_batches_and_keeps_registering_ones()
         }
     }
 }
+
+#[tokio::test]
+async fn runs_list_a_page_at_a_time_from_a_cursor_and_by_filter() {
+    for (db, store, _dir) in stores().await {
+        let p = pipeline();
+        let hash = store
+            .save_pipeline("stored", PIPELINE)
+            .await
+            .expect("saved");
+        for i in 0..5 {
+            let cause = if i % 2 == 0 {
+                Cause::manual("t")
+            } else {
+                Cause::Webhook { delivery: None }
+            };
+            let mut run = new_run(
+                &p,
+                &format!("r{i}"),
+                cause,
+                &[],
+                json!(null),
+                json!({}),
+                at(i),
+            )
+            .expect("run");
+            if i == 3 {
+                run.pipeline = "other".into();
+            }
+            store.create_run(&run, &hash).await.expect("created");
+            if i == 1 {
+                let mut after = run.clone();
+                after.skip("done", at(10));
+                store.save_run(&run, &after).await.expect("ended");
+            }
+        }
+        let ids =
+            |runs: Vec<weir_store::RunSummary>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let all = weir_store::RunFilter::default();
+        assert_eq!(
+            ids(store.list_runs_where(&all, 2).await.expect("page")),
+            ["r4", "r3"],
+            "{db}"
+        );
+        let next = weir_store::RunFilter {
+            after: Some("r3"),
+            ..all
+        };
+        assert_eq!(
+            ids(store.list_runs_where(&next, 2).await.expect("page")),
+            ["r2", "r1"],
+            "{db}"
+        );
+        let last = weir_store::RunFilter {
+            after: Some("r1"),
+            ..all
+        };
+        assert_eq!(
+            ids(store.list_runs_where(&last, 2).await.expect("page")),
+            ["r0"],
+            "{db}"
+        );
+        let other = weir_store::RunFilter {
+            pipeline: Some("other"),
+            ..all
+        };
+        assert_eq!(
+            ids(store.list_runs_where(&other, 10).await.expect("page")),
+            ["r3"],
+            "{db}"
+        );
+        let cancelled = weir_store::RunFilter {
+            state: Some("cancelled"),
+            ..all
+        };
+        assert_eq!(
+            ids(store.list_runs_where(&cancelled, 10).await.expect("page")),
+            ["r1"],
+            "{db}"
+        );
+        let hooks = weir_store::RunFilter {
+            trigger: Some("webhook"),
+            pipeline: Some("stored"),
+            ..all
+        };
+        assert_eq!(
+            ids(store.list_runs_where(&hooks, 10).await.expect("page")),
+            ["r1"],
+            "{db}"
+        );
+    }
+}
