@@ -184,13 +184,16 @@ const TRIGGERS: [&str; 7] = [
 #[utoipa::path(get, path = "/api/v1/runs", operation_id = "listRuns", tag = "runs",
     params(api::RunListing),
     responses((status = 200, description = "The runs.", body = [api::RunSummary]),
-        (status = 400, description = "A bad query value, or a cursor that names no run.", body = api::Error)))]
+        (status = 400, description = "A bad query value.", body = api::Error),
+        (status = 422, description = "An unknown trigger, or a cursor that names no run.", body = api::Error)))]
 async fn list_runs(
     Extract(state): Extract<State>,
     ApiQuery(listing): ApiQuery<api::RunListing>,
 ) -> Result<Json<Vec<api::RunSummary>>, ApiError> {
     let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
-    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", message);
+    // Values of the documented type that weir cannot take: 422, as a NUL.
+    let bad =
+        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-query", message);
     if let Some(trigger) = &listing.trigger
         && !TRIGGERS.contains(&trigger.as_str())
     {
