@@ -1,7 +1,8 @@
 //! Orchestration overhead per step (DESIGN.md §7: under 5 ms above a bare
 //! spawn of `true`), with every transition committed to SQLite.
 //!
-//! W1: a chain of 200 `true` steps with the process executor, once with the
+//! W0: chains of 10 and 100 `true` steps, whose difference is the marginal
+//! cost of a chained step. W1: a chain of 200 `true` steps with the process executor, once with the
 //! program named as users name it (found on PATH) and once by its absolute
 //! path. W2: a fan-out
 //! 1 → 200 → 1 with at most 2 steps at a time. The floor — spawning and
@@ -140,6 +141,22 @@ fn main() {
         .map(|dir| dir.join("true"))
         .find(|p| p.is_file())
         .map_or_else(|| "/usr/bin/true".to_owned(), |p| p.display().to_string());
+    // The marginal cost of a chained step: the 100-step chain less the
+    // 10-step one, over the 90 steps between (the run's fixed costs,
+    // opening the store and the first commit, cancel out).
+    let (mut short, mut long) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        short.push(runtime.block_on(weir(&chain(10, "true"), 1)));
+        long.push(runtime.block_on(weir(&chain(100, "true"), 1)));
+    }
+    let (short, long) = (median(short), median(long));
+    let bare = ms(floor(90, 1)) / 90.0;
+    println!(
+        "W0 chains of 10 and 100, command true: {:.1} ms and {:.1} ms, marginal {:.2} ms/step; bare spawn {bare:.2} ms",
+        ms(short),
+        ms(long),
+        (ms(long) - ms(short)) / 90.0,
+    );
     let by_path = format!("W1 chain of 200, command {absolute}");
     for (name, yaml, steps, parallel) in [
         ("W1 chain of 200, command true", chain(n, "true"), n, 1),
