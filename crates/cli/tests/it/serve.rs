@@ -1378,22 +1378,11 @@ fn each_registration_writes_a_model_card_that_the_audit_log_vouches_for() {
     assert!(!page.contains("<script"), "{page}");
 
     // A card edited in the database no longer matches its audit entry.
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(async {
-            use sqlx::ConnectOptions as _;
-            let url = format!("sqlite://{}/weir.db", dir.path().join(".weir").display());
-            let mut db = url
-                .parse::<sqlx::sqlite::SqliteConnectOptions>()
-                .expect("url")
-                .connect()
-                .await
-                .expect("db");
-            sqlx::query("UPDATE model_versions SET card = replace(card, 'Scores', 'Sells') WHERE version = 2")
-                .execute(&mut db)
-                .await
-                .expect("edit");
-        });
+    edit_store(
+        dir.path(),
+        "UPDATE model_versions SET card = replace(card, 'Scores', 'Sells') WHERE version = 2",
+        &[],
+    );
     let out = client(dir.path(), &daemon, &["models", "card", "carded@2"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -1983,25 +1972,11 @@ fn gc_prunes_old_finished_runs_but_keeps_registering_runs_and_the_audit_chain() 
         run["state"] == "succeeded"
     });
     // Every run but the last finished in 2020.
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(async {
-            use sqlx::ConnectOptions as _;
-            let url = format!("sqlite://{}/weir.db", dir.path().join(".weir").display());
-            let mut db = url
-                .parse::<sqlx::sqlite::SqliteConnectOptions>()
-                .expect("url")
-                .connect()
-                .await
-                .expect("db");
-            sqlx::query(
-                "UPDATE runs SET finished_at = '2020-01-01T00:00:00.000000+00:00' WHERE id <> $1",
-            )
-            .bind(&recent)
-            .execute(&mut db)
-            .await
-            .expect("age");
-        });
+    edit_store(
+        dir.path(),
+        "UPDATE runs SET finished_at = '2020-01-01T00:00:00.000000+00:00' WHERE id <> $1",
+        &[&recent],
+    );
     let runs_folder = dir.path().join(".weir/runs");
     assert!(runs_folder.join(&old[0]).is_dir());
 
@@ -2127,4 +2102,26 @@ fn runs_list_in_pages_and_by_pipeline_state_and_trigger() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Runs `sql` with `binds` on the SQLite store of the daemon in `dir`, as
+/// someone with the database file would (the daemon keeps running).
+fn edit_store(dir: &Path, sql: &str, binds: &[&str]) {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::ConnectOptions as _;
+            let url = format!("sqlite://{}/weir.db", dir.join(".weir").display());
+            let mut db = url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .expect("url")
+                .connect()
+                .await
+                .expect("db");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+            for value in binds {
+                query = query.bind(*value);
+            }
+            query.execute(&mut db).await.expect("edited");
+        });
 }

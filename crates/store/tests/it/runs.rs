@@ -627,56 +627,53 @@ async fn runs_list_a_page_at_a_time_from_a_cursor_and_by_filter() {
         let ids =
             |runs: Vec<weir_store::RunSummary>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
         let all = weir_store::RunFilter::default();
-        assert_eq!(
-            ids(store.list_runs_where(&all, 2).await.expect("page")),
-            ["r4", "r3"],
-            "{db}"
-        );
-        let next = weir_store::RunFilter {
-            after: Some("r3"),
-            ..all
-        };
-        assert_eq!(
-            ids(store.list_runs_where(&next, 2).await.expect("page")),
-            ["r2", "r1"],
-            "{db}"
-        );
-        let last = weir_store::RunFilter {
-            after: Some("r1"),
-            ..all
-        };
-        assert_eq!(
-            ids(store.list_runs_where(&last, 2).await.expect("page")),
-            ["r0"],
-            "{db}"
-        );
-        let other = weir_store::RunFilter {
-            pipeline: Some("other"),
-            ..all
-        };
-        assert_eq!(
-            ids(store.list_runs_where(&other, 10).await.expect("page")),
-            ["r3"],
-            "{db}"
-        );
-        let cancelled = weir_store::RunFilter {
-            state: Some("cancelled"),
-            ..all
-        };
-        assert_eq!(
-            ids(store.list_runs_where(&cancelled, 10).await.expect("page")),
-            ["r1"],
-            "{db}"
-        );
-        let hooks = weir_store::RunFilter {
-            trigger: Some("webhook"),
-            pipeline: Some("stored"),
-            ..all
-        };
-        assert_eq!(
-            ids(store.list_runs_where(&hooks, 10).await.expect("page")),
-            ["r1"],
-            "{db}"
-        );
+        let cases: [(weir_store::RunFilter<'_>, i64, &[&str]); 6] = [
+            (all, 2, &["r4", "r3"]),
+            (
+                weir_store::RunFilter {
+                    after: Some("r3"),
+                    ..all
+                },
+                2,
+                &["r2", "r1"],
+            ),
+            (
+                weir_store::RunFilter {
+                    after: Some("r1"),
+                    ..all
+                },
+                2,
+                &["r0"],
+            ),
+            (
+                weir_store::RunFilter {
+                    pipeline: Some("other"),
+                    ..all
+                },
+                10,
+                &["r3"],
+            ),
+            (
+                weir_store::RunFilter {
+                    state: Some("cancelled"),
+                    ..all
+                },
+                10,
+                &["r1"],
+            ),
+            (
+                weir_store::RunFilter {
+                    trigger: Some("webhook"),
+                    pipeline: Some("stored"),
+                    ..all
+                },
+                10,
+                &["r1"],
+            ),
+        ];
+        for (filter, limit, expected) in cases {
+            let page = store.list_runs_where(&filter, limit).await.expect("page");
+            assert_eq!(ids(page), expected, "{db}: {filter:?}");
+        }
     }
 }
