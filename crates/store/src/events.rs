@@ -63,8 +63,8 @@ impl EventRow {
 }
 
 /// How many rejected events of one kind a pipeline keeps: the newest. The
-/// older ones are deleted and counted in `event_drops`, which the counts
-/// of [`Store::counts`] include.
+/// older ones are deleted; [`Store::counts`] still counts them (its
+/// tally of events is kept as they are written).
 pub const REJECTED_KEPT: i64 = 1000;
 
 impl Store {
@@ -100,25 +100,14 @@ impl Store {
             if rejected && let Some(pipeline) = pipeline {
                 // Rejections are anyone's to send: the newest are kept,
                 // the older ones counted.
-                let dropped = sqlx::query(
+                sqlx::query(
                     "DELETE FROM events WHERE pipeline = $1 AND kind = $2 AND outcome = 'rejected' AND id <= (SELECT id FROM events WHERE pipeline = $1 AND kind = $2 AND outcome = 'rejected' ORDER BY id DESC LIMIT 1 OFFSET $3)",
                 )
                 .bind(pipeline)
                 .bind(kind)
                 .bind(REJECTED_KEPT)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if dropped > 0 {
-                    sqlx::query(
-                        "INSERT INTO event_drops (pipeline, kind, outcome, dropped) VALUES ($1, $2, 'rejected', $3) ON CONFLICT (pipeline, kind, outcome) DO UPDATE SET dropped = event_drops.dropped + excluded.dropped",
-                    )
-                    .bind(pipeline)
-                    .bind(kind)
-                    .bind(dropped as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                .await?;
             }
             tx.commit().await?;
             id

@@ -677,3 +677,75 @@ async fn runs_list_a_page_at_a_time_from_a_cursor_and_by_filter() {
         }
     }
 }
+
+#[tokio::test]
+async fn counts_follow_every_write_and_every_prune() {
+    for (db, store, _dir) in stores().await {
+        let p = pipeline();
+        let hash = store
+            .save_pipeline("stored", PIPELINE)
+            .await
+            .expect("saved");
+        let mut runs = Vec::new();
+        for i in 0..3 {
+            let run = new_run(
+                &p,
+                &format!("tally-{i}"),
+                Cause::manual("tester"),
+                &[],
+                json!({}),
+                json!({}),
+                at(0),
+            )
+            .expect("run");
+            store.create_run(&run, &hash).await.expect("created");
+            runs.push(run);
+        }
+        // One runs, one is cancelled (it finishes), one stays queued.
+        saved(&store, &mut runs[0], Event::Tick, 1).await;
+        let cancel = Event::Cancel {
+            reason: "cancelled by tester".to_owned(),
+        };
+        saved(&store, &mut runs[1], cancel, 2).await;
+        assert_eq!(runs[1].state, RunState::Cancelled, "{db}");
+        let tally = |runs: &[weir_engine::Run]| {
+            let mut by_run = std::collections::BTreeMap::<String, i64>::new();
+            let mut by_step = std::collections::BTreeMap::<String, i64>::new();
+            for run in runs {
+                *by_run.entry(run.state.as_str().to_owned()).or_default() += 1;
+                for step in &run.steps {
+                    *by_step.entry(step.state.as_str().to_owned()).or_default() += 1;
+                }
+            }
+            (by_run, by_step)
+        };
+        let counted = |counts: weir_store::Counts| {
+            let keep = |rows: Vec<(String, i64)>| {
+                rows.into_iter()
+                    .filter(|(_, n)| *n != 0)
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            };
+            (keep(counts.runs), keep(counts.steps))
+        };
+        assert_eq!(
+            counted(store.counts().await.expect("counts")),
+            tally(&runs),
+            "{db}: after writes"
+        );
+        let (pruned, _) = store.prune_batch(at(1_000_000), 10).await.expect("pruned");
+        assert_eq!(pruned, ["tally-1"], "{db}");
+        runs.remove(1);
+        assert_eq!(
+            counted(store.counts().await.expect("counts")),
+            tally(&runs),
+            "{db}: after the prune"
+        );
+        // A second read (on PostgreSQL, after the deltas were folded in)
+        // says the same.
+        assert_eq!(
+            counted(store.counts().await.expect("counts")),
+            tally(&runs),
+            "{db}: read again"
+        );
+    }
+}
