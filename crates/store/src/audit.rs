@@ -243,12 +243,13 @@ pub enum KeyError {
     NotEd25519(String),
 }
 
-/// Appends `$entries` inside write transaction `$tx`, after the last entry
-/// (taking the audit lock first on PostgreSQL); evaluates to the entries
-/// as stored. A macro so it serves both databases and any transaction
+/// Appends `$entries` (pairs of signing key and entry) inside write
+/// transaction `$tx`, after the last entry
+/// (taking the audit lock first on PostgreSQL), in one statement;
+/// evaluates to the entries as stored. A macro so it serves both databases and any transaction
 /// that also writes other rows (a run and the entry of its trigger).
 macro_rules! append_in {
-    ($tx:ident, $is_pg:expr, $key:expr, $entries:expr) => {{
+    ($tx:ident, $is_pg:expr, $entries:expr) => {{
         if $is_pg {
             sqlx::query($crate::audit::LOCK_AUDIT).execute(&mut *$tx).await?;
         }
@@ -257,26 +258,30 @@ macro_rules! append_in {
                 .fetch_optional(&mut *$tx)
                 .await?;
         let (mut seq, mut prev_hash) = last.unwrap_or((0, $crate::audit::GENESIS.to_owned()));
-        let mut appended = Vec::with_capacity($entries.len());
-        for new in $entries {
+        let mut appended = Vec::new();
+        for (key, new) in $entries {
             seq += 1;
-            let entry = $crate::audit::sealed($key, seq, new, std::mem::take(&mut prev_hash));
-            sqlx::query(
-                "INSERT INTO audit (seq, at, actor, action, subject, payload, prev_hash, hash, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(entry.seq)
-            .bind(entry.at)
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.subject)
-            .bind(&entry.payload)
-            .bind(&entry.prev_hash)
-            .bind(&entry.hash)
-            .bind(&entry.signature)
-            .execute(&mut *$tx)
-            .await?;
+            let entry = $crate::audit::sealed(key, seq, new, std::mem::take(&mut prev_hash));
             prev_hash.clone_from(&entry.hash);
             appended.push(entry);
+        }
+        // One statement for many entries (a batch of runs appends one each).
+        for chunk in $crate::group::pieces(&appended) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO audit (seq, at, actor, action, subject, payload, prev_hash, hash, signature) ",
+            );
+            insert.push_values(chunk, |mut b, entry| {
+                b.push_bind(entry.seq)
+                    .push_bind(entry.at)
+                    .push_bind(&entry.actor)
+                    .push_bind(&entry.action)
+                    .push_bind(&entry.subject)
+                    .push_bind(&entry.payload)
+                    .push_bind(&entry.prev_hash)
+                    .push_bind(&entry.hash)
+                    .push_bind(&entry.signature);
+            });
+            insert.build().execute(&mut *$tx).await?;
         }
         appended
     }};
@@ -349,7 +354,7 @@ impl Store {
         let is_pg = matches!(self.db, Db::Postgres(_));
         let appended = on_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
-            let appended = append_in!(tx, is_pg, key, entries);
+            let appended = append_in!(tx, is_pg, entries.iter().map(|e| (key, e)));
             tx.commit().await?;
             appended
         });

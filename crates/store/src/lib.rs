@@ -15,6 +15,7 @@
 mod audit;
 mod db;
 mod events;
+mod group;
 mod logs;
 mod mirror;
 mod prune;
@@ -46,6 +47,8 @@ pub const DEFAULT_LOG_CAP: u64 = 16 * 1024 * 1024;
 pub struct Store {
     db: Db,
     log_cap: u64,
+    /// Run writes waiting for their group commit (`group.rs`).
+    group: std::sync::Arc<std::sync::Mutex<group::Group>>,
 }
 
 /// What went wrong with the store.
@@ -163,6 +166,7 @@ impl Store {
         let store = Store {
             db,
             log_cap: DEFAULT_LOG_CAP,
+            group: Default::default(),
         };
         store.upgrade().await?;
         Ok(store)

@@ -478,7 +478,7 @@ impl Store {
                 .bind(replay.created_at)
                 .execute(&mut *tx)
                 .await?;
-            crate::audit::append_in!(tx, is_pg, key, std::slice::from_ref(entry));
+            crate::audit::append_in!(tx, is_pg, std::iter::once((key, entry)));
             tx.commit().await?;
             true
         });

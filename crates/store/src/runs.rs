@@ -1,7 +1,7 @@
 //! Runs, their step instances and attempts: created, saved as the engine
 //! changes them (only the rows that changed, in one transaction), loaded.
 
-use crate::db::{BeginWrite, on_db};
+use crate::db::on_db;
 use crate::{Error, Store};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -81,23 +81,23 @@ pub struct Counts {
 
 /// A `runs` row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-struct RunRow {
-    id: String,
-    pipeline: String,
-    trigger: String,
-    cause: String,
-    params: String,
-    event: String,
-    models: String,
-    state: String,
-    reason: Option<String>,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    deadline: Option<DateTime<Utc>>,
-    stopping: Option<String>,
-    retry_of: Option<String>,
-    source_commit: Option<String>,
+pub(crate) struct RunRow {
+    pub(crate) id: String,
+    pub(crate) pipeline: String,
+    pub(crate) trigger: String,
+    pub(crate) cause: String,
+    pub(crate) params: String,
+    pub(crate) event: String,
+    pub(crate) models: String,
+    pub(crate) state: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
+    pub(crate) deadline: Option<DateTime<Utc>>,
+    pub(crate) stopping: Option<String>,
+    pub(crate) retry_of: Option<String>,
+    pub(crate) source_commit: Option<String>,
 }
 
 /// An event stored with the run it creates ([`Store::create_run_with`]).
@@ -122,7 +122,7 @@ pub struct NewEvent<'a> {
 }
 
 /// What [`Store::write`] did.
-enum Written {
+pub(crate) enum Written {
     /// Everything.
     Done,
     /// Nothing: the event's delivery id was taken.
@@ -134,38 +134,38 @@ enum Written {
 
 /// A `steps` row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-struct StepRow {
-    idx: i64,
-    id: String,
-    step: i64,
-    matrix: String,
-    state: String,
-    reason: Option<String>,
-    not_before: Option<DateTime<Utc>>,
-    waiting_until: Option<DateTime<Utc>>,
-    evidence: String,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
+pub(crate) struct StepRow {
+    pub(crate) idx: i64,
+    pub(crate) id: String,
+    pub(crate) step: i64,
+    pub(crate) matrix: String,
+    pub(crate) state: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) not_before: Option<DateTime<Utc>>,
+    pub(crate) waiting_until: Option<DateTime<Utc>>,
+    pub(crate) evidence: String,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
 }
 
 /// An `attempts` row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-struct AttemptRow {
-    step_idx: i64,
-    number: i64,
-    state: String,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    deadline: Option<DateTime<Utc>>,
-    stopping: Option<String>,
-    exit_code: Option<i64>,
-    metrics: String,
-    outputs: String,
-    image: Option<String>,
-    gpus: String,
-    artifacts: String,
-    reason: Option<String>,
+pub(crate) struct AttemptRow {
+    pub(crate) step_idx: i64,
+    pub(crate) number: i64,
+    pub(crate) state: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
+    pub(crate) deadline: Option<DateTime<Utc>>,
+    pub(crate) stopping: Option<String>,
+    pub(crate) exit_code: Option<i64>,
+    pub(crate) metrics: String,
+    pub(crate) outputs: String,
+    pub(crate) image: Option<String>,
+    pub(crate) gpus: String,
+    pub(crate) artifacts: String,
+    pub(crate) reason: Option<String>,
 }
 
 fn json<T: Serialize>(value: &T) -> String {
@@ -239,28 +239,12 @@ fn attempt_row(step_idx: usize, attempt: &Attempt) -> AttemptRow {
     }
 }
 
-const UPSERT_RUN: &str = "INSERT INTO runs (id, pipeline, pipeline_hash, trigger, params, event, models, state, reason, created_at, started_at, finished_at, deadline, stopping, retry_of, source_commit, cause) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-     ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, started_at = excluded.started_at, \
-     finished_at = excluded.finished_at, deadline = excluded.deadline, stopping = excluded.stopping, models = excluded.models";
-
-const UPSERT_STEP: &str = "INSERT INTO steps (run_id, idx, id, step, matrix, state, reason, not_before, waiting_until, evidence, started_at, finished_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-     ON CONFLICT (run_id, idx) DO UPDATE SET state = excluded.state, reason = excluded.reason, not_before = excluded.not_before, \
-     waiting_until = excluded.waiting_until, evidence = excluded.evidence, started_at = excluded.started_at, finished_at = excluded.finished_at";
-
-const UPSERT_ATTEMPT: &str = "INSERT INTO attempts (run_id, step_idx, number, state, created_at, started_at, finished_at, deadline, stopping, exit_code, metrics, outputs, image, gpus, reason, artifacts) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-     ON CONFLICT (run_id, step_idx, number) DO UPDATE SET state = excluded.state, started_at = excluded.started_at, \
-     finished_at = excluded.finished_at, deadline = excluded.deadline, stopping = excluded.stopping, exit_code = excluded.exit_code, \
-     metrics = excluded.metrics, outputs = excluded.outputs, image = excluded.image, gpus = excluded.gpus, reason = excluded.reason, artifacts = excluded.artifacts";
-
 /// The rows that differ between two states of a run (all of them when
 /// there is no earlier state).
-struct Changes {
-    run: Option<RunRow>,
-    steps: Vec<StepRow>,
-    attempts: Vec<AttemptRow>,
+pub(crate) struct Changes {
+    pub(crate) run: Option<RunRow>,
+    pub(crate) steps: Vec<StepRow>,
+    pub(crate) attempts: Vec<AttemptRow>,
 }
 
 fn changes(before: Option<&Run>, after: &Run) -> Changes {
@@ -365,7 +349,9 @@ impl Store {
 
     /// Writes the changes, with `event` and the `audit` entry when given;
     /// nothing when the event's delivery id was taken or its body came
-    /// within its window (what [`Written`] says).
+    /// within its window (what [`Written`] says). The write joins
+    /// concurrent ones in one transaction (`group.rs`) and returns once
+    /// that committed.
     async fn write(
         &self,
         before: Option<&Run>,
@@ -374,120 +360,40 @@ impl Store {
         event: Option<&NewEvent<'_>>,
         audit: Option<(&ed25519_dalek::SigningKey, &crate::NewEntry<'_>)>,
     ) -> Result<Written, Error> {
-        let is_pg = matches!(self.db, crate::Db::Postgres(_));
         let changes = changes(before, after);
         if changes.run.is_none() && changes.steps.is_empty() && changes.attempts.is_empty() {
             return Ok(Written::Done);
         }
-        on_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            if let Some(event) = event {
-                if let Some((sha256, since)) = event.same_body {
-                    if is_pg {
-                        // Two deliveries of one body check and insert in turn
-                        // (SQLite's writers take turns already).
-                        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                            .bind(sha256)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    let earlier: Option<(Option<String>,)> = sqlx::query_as(
-                        "SELECT run_id FROM events WHERE pipeline = $1 AND body_sha256 = $2 AND created_at >= $3 ORDER BY id LIMIT 1",
-                    )
-                    .bind(event.pipeline)
-                    .bind(sha256)
-                    .bind(since)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some((run,)) = earlier {
-                        return Ok(Written::SameBody(run));
-                    }
-                }
-                let inserted: Option<(i64,)> = sqlx::query_as(
-                    "INSERT INTO events (kind, pipeline, run_id, payload, decision, created_at, delivery, outcome, detail, body_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (pipeline, delivery) DO NOTHING RETURNING id",
-                )
-                .bind(event.kind)
-                .bind(event.pipeline)
-                .bind(&after.id)
-                .bind(event.payload.to_string())
-                .bind(event.decision.to_string())
-                .bind(event.at)
-                .bind(event.delivery)
-                .bind(event.decision.kind())
-                .bind(json(event.decision))
-                .bind(event.same_body.map(|(sha256, _)| sha256))
-                .fetch_optional(&mut *tx)
-                .await?;
-                if inserted.is_none() {
-                    return Ok(Written::DeliveryTaken);
-                }
-            }
-            if let Some((key, entry)) = audit {
-                crate::audit::append_in!(tx, is_pg, key, std::slice::from_ref(entry));
-            }
-            if let Some(r) = &changes.run {
-                sqlx::query(UPSERT_RUN)
-                    .bind(&r.id)
-                    .bind(&r.pipeline)
-                    .bind(pipeline_hash)
-                    .bind(&r.trigger)
-                    .bind(&r.params)
-                    .bind(&r.event)
-                    .bind(&r.models)
-                    .bind(&r.state)
-                    .bind(&r.reason)
-                    .bind(r.created_at)
-                    .bind(r.started_at)
-                    .bind(r.finished_at)
-                    .bind(r.deadline)
-                    .bind(&r.stopping)
-                    .bind(&r.retry_of)
-                    .bind(&r.source_commit)
-                    .bind(&r.cause)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for s in &changes.steps {
-                sqlx::query(UPSERT_STEP)
-                    .bind(&after.id)
-                    .bind(s.idx)
-                    .bind(&s.id)
-                    .bind(s.step)
-                    .bind(&s.matrix)
-                    .bind(&s.state)
-                    .bind(&s.reason)
-                    .bind(s.not_before)
-                    .bind(s.waiting_until)
-                    .bind(&s.evidence)
-                    .bind(s.started_at)
-                    .bind(s.finished_at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for a in &changes.attempts {
-                sqlx::query(UPSERT_ATTEMPT)
-                    .bind(&after.id)
-                    .bind(a.step_idx)
-                    .bind(a.number)
-                    .bind(&a.state)
-                    .bind(a.created_at)
-                    .bind(a.started_at)
-                    .bind(a.finished_at)
-                    .bind(a.deadline)
-                    .bind(&a.stopping)
-                    .bind(a.exit_code)
-                    .bind(&a.metrics)
-                    .bind(&a.outputs)
-                    .bind(&a.image)
-                    .bind(&a.gpus)
-                    .bind(&a.reason)
-                    .bind(&a.artifacts)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
+        let event = event.map(|e| crate::group::EventRow {
+            kind: e.kind.to_owned(),
+            pipeline: e.pipeline.to_owned(),
+            delivery: e.delivery.map(str::to_owned),
+            payload: e.payload.to_string(),
+            decision: e.decision.to_string(),
+            outcome: e.decision.kind().to_owned(),
+            detail: json(e.decision),
+            at: e.at,
+            same_body: e
+                .same_body
+                .map(|(sha256, since)| (sha256.to_owned(), since)),
         });
-        Ok(Written::Done)
+        let audit = audit.map(|(key, e)| crate::group::EntryRow {
+            key: key.clone(),
+            actor: e.actor.to_owned(),
+            action: e.action.to_owned(),
+            subject: e.subject.to_owned(),
+            payload: e.payload.clone(),
+            at: e.at,
+        });
+        crate::group::write(&self.db, &self.group, |reply| crate::group::Job {
+            run_id: after.id.clone(),
+            pipeline_hash: pipeline_hash.to_owned(),
+            changes,
+            event,
+            audit,
+            reply,
+        })
+        .await
     }
 
     /// Loads a run with all its step instances and attempts.

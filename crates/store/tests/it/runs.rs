@@ -749,3 +749,108 @@ async fn counts_follow_every_write_and_every_prune() {
         );
     }
 }
+
+/// Concurrent deliveries share commits: each still gets the answer it
+/// would have had alone. Every delivery id comes twice and one body comes
+/// under many ids; one run per id is written, one for the body, and the
+/// audit chain holds exactly their entries, in one verifying chain.
+#[tokio::test]
+async fn concurrent_writes_share_commits_and_each_gets_its_own_answer() {
+    for (db, store, _dir) in stores().await {
+        let hash = store
+            .save_pipeline("stored", PIPELINE)
+            .await
+            .expect("saved");
+        let key = weir_store::SigningKey::from_bytes(&[5; 32]);
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..120 {
+            let (store, hash, key) = (store.clone(), hash.clone(), key.clone());
+            tasks.spawn(async move {
+                let payload = json!({"n": n % 40});
+                let id = format!("g{n}");
+                // 0..80: ids d-0..d-39, each twice; 80..120: one body.
+                let delivery = if n < 80 {
+                    format!("d-{}", n % 40)
+                } else {
+                    format!("b-{n}")
+                };
+                let body = (n >= 80).then_some(("one-body", at(-600)));
+                let decision = Decision::Triggered { run: id.clone() };
+                let event = weir_store::NewEvent {
+                    kind: "webhook",
+                    pipeline: "stored",
+                    delivery: Some(&delivery),
+                    payload: &payload,
+                    decision: &decision,
+                    at: at(0),
+                    same_body: body,
+                };
+                let run = new_run(
+                    &pipeline(),
+                    &id,
+                    Cause::Webhook {
+                        delivery: Some(delivery.clone()),
+                    },
+                    &[],
+                    payload.clone(),
+                    json!({}),
+                    at(0),
+                )
+                .expect("run");
+                let entry = weir_store::NewEntry {
+                    actor: "webhook",
+                    action: "run.triggered",
+                    subject: &id,
+                    payload: &payload,
+                    at: at(0),
+                };
+                let answer = store
+                    .create_run_with(&run, &hash, Some(&event), Some((&key, &entry)))
+                    .await
+                    .expect("answered");
+                (n, id, delivery, answer)
+            });
+        }
+        let mut created = std::collections::BTreeMap::new();
+        let mut replays = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let (n, id, delivery, answer) = done.expect("task");
+            match answer {
+                Ok(()) => {
+                    let key = if n < 80 { delivery } else { "body".to_owned() };
+                    assert!(
+                        created.insert(key.clone(), id).is_none(),
+                        "{db}: {key} created two runs"
+                    );
+                }
+                Err(original) => replays.push((n, delivery, original)),
+            }
+        }
+        assert_eq!(
+            created.len(),
+            41,
+            "{db}: one run per id and one for the body"
+        );
+        assert_eq!(replays.len(), 79, "{db}");
+        for (n, delivery, original) in replays {
+            let key = if n < 80 { delivery } else { "body".to_owned() };
+            assert_eq!(original.as_ref(), created.get(&key), "{db}: replay {n}");
+        }
+        for id in created.values() {
+            store.load_run(id).await.expect("the run was written");
+        }
+        let audit = store.audit_entries(0, 1000).await.expect("audit");
+        assert_eq!(audit.len(), 41, "{db}");
+        let mut subjects: Vec<&str> = audit.iter().map(|e| e.subject.as_str()).collect();
+        subjects.sort_unstable();
+        let mut expected: Vec<&str> = created.values().map(String::as_str).collect();
+        expected.sort_unstable();
+        assert_eq!(subjects, expected, "{db}");
+        assert_eq!(
+            weir_store::verify(&audit, &key.verifying_key()),
+            Ok(41),
+            "{db}"
+        );
+        assert_eq!(store.events(1000).await.expect("events").len(), 41, "{db}");
+    }
+}
