@@ -6,7 +6,7 @@ use cel::common::ast::Expr as Node;
 use cel::objects::{Key, Map};
 use serde_json::Value as Json;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use thiserror::Error;
 
 /// The variables an expression can read, each a JSON value.
@@ -41,7 +41,10 @@ impl Context {
 
     /// Evaluates `expr` and returns its value as JSON.
     pub fn eval(&self, expr: &Expr) -> Result<Json, EvalError> {
-        let mut context = cel::Context::default();
+        // The standard library's declarations are the same for every
+        // evaluation: built once, not once per expression.
+        static STDLIB: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+        let mut context = cel::Context::with_env(Arc::clone(&STDLIB));
         for (name, value) in &self.variables {
             context.add_variable_from_value(name.clone(), to_cel(value));
         }
