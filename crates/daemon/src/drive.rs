@@ -131,10 +131,11 @@ pub async fn drive_with(
     let mut exits: Vec<oneshot::Sender<()>> = Vec::new();
     // An error leaves attempts behind that this loop no longer follows:
     // their share of the daemon-wide load is given back with it.
+    // The run as last committed, kept up to date part by part.
+    let mut before = run.clone();
     let result: Result<Run, DriveError> = async {
         loop {
             while let Some(event) = queue.pop_front() {
-                let before = run.clone();
                 freed.borrow_and_update();
                 let capacity = options
                     .usage
@@ -157,6 +158,7 @@ pub async fn drive_with(
                         );
                     }
                 }
+                before.catch_up(&run);
                 wake = None;
                 for action in actions {
                     match action {

@@ -19,9 +19,15 @@ pub(crate) fn for_instance(run: &Run, pipeline: &Pipeline, index: usize) -> Cont
         "run",
         json!({ "id": run.id, "trigger": run.cause.kind(), "pipeline": run.pipeline }),
     );
+    // The instances grouped by step in one pass over the run.
+    let mut instances: Vec<Vec<&StepRun>> = vec![Vec::new(); pipeline.steps.len()];
+    for instance in &run.steps {
+        if let Some(group) = instances.get_mut(instance.step) {
+            group.push(instance);
+        }
+    }
     let mut steps = Map::new();
-    for (step_index, step) in pipeline.steps.iter().enumerate() {
-        let instances: Vec<&StepRun> = run.steps.iter().filter(|s| s.step == step_index).collect();
+    for (step, instances) in pipeline.steps.iter().zip(instances) {
         let value = if step.matrix.is_empty() {
             instances.first().map_or(Json::Null, |s| results(s))
         } else {

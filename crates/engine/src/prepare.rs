@@ -83,9 +83,13 @@ pub fn prepare(run: &Run, pipeline: &Pipeline, index: usize) -> Result<Prepared,
             kind: step.kind.name(),
         });
     };
-    let ctx = context::for_instance(run, pipeline, index);
+    // Most templates are plain text: the context, which holds every
+    // step's results, is built only for one that reads something.
+    let ctx = std::cell::LazyCell::new(|| context::for_instance(run, pipeline, index));
+    let plain = weir_expr::Context::new();
     let render = |t: &weir_expr::Template, what: &str| {
-        t.render(&ctx).map_err(|e| PrepareError::Template {
+        let ctx = if t.is_literal() { &plain } else { &*ctx };
+        t.render(ctx).map_err(|e| PrepareError::Template {
             template: what.to_owned(),
             reason: e.to_string(),
         })

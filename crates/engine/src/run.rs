@@ -347,6 +347,83 @@ pub fn new_run(
 }
 
 impl Run {
+    /// Whether `self` and `other` agree on everything but their steps: what
+    /// a run's own row holds.
+    pub fn same_apart_from_steps(&self, other: &Run) -> bool {
+        // Spelled out so that a new field cannot be left out of the check.
+        let Run {
+            id,
+            pipeline,
+            cause,
+            params,
+            event,
+            models,
+            state,
+            reason,
+            created_at,
+            started_at,
+            finished_at,
+            deadline,
+            stopping,
+            steps: _,
+            source_commit,
+        } = self;
+        *id == other.id
+            && *pipeline == other.pipeline
+            && *cause == other.cause
+            && *params == other.params
+            && *event == other.event
+            && *models == other.models
+            && *state == other.state
+            && *reason == other.reason
+            && *created_at == other.created_at
+            && *started_at == other.started_at
+            && *finished_at == other.finished_at
+            && *deadline == other.deadline
+            && *stopping == other.stopping
+            && *source_commit == other.source_commit
+    }
+
+    /// Brings `self`, an earlier state of `newer`, up to it, copying only
+    /// what differs: a run's driver keeps the state it last committed this
+    /// way, without cloning every step at every decision.
+    pub fn catch_up(&mut self, newer: &Run) {
+        if !self.same_apart_from_steps(newer) {
+            let steps = std::mem::take(&mut self.steps);
+            *self = newer.clone_apart_from_steps();
+            self.steps = steps;
+        }
+        if self.steps.len() == newer.steps.len() {
+            for (mine, theirs) in self.steps.iter_mut().zip(&newer.steps) {
+                if mine != theirs {
+                    mine.clone_from(theirs);
+                }
+            }
+        } else {
+            self.steps.clone_from(&newer.steps);
+        }
+    }
+
+    fn clone_apart_from_steps(&self) -> Run {
+        Run {
+            id: self.id.clone(),
+            pipeline: self.pipeline.clone(),
+            cause: self.cause.clone(),
+            params: self.params.clone(),
+            event: self.event.clone(),
+            models: self.models.clone(),
+            state: self.state,
+            reason: self.reason.clone(),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            deadline: self.deadline,
+            stopping: self.stopping.clone(),
+            steps: Vec::new(),
+            source_commit: self.source_commit.clone(),
+        }
+    }
+
     /// Ends a run that was never started, `cancelled` with `reason` (its
     /// pipeline's `concurrency` skipped it).
     pub fn skip(&mut self, reason: impl Into<String>, now: Time) {

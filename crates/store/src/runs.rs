@@ -247,16 +247,22 @@ pub(crate) struct Changes {
     pub(crate) attempts: Vec<AttemptRow>,
 }
 
+/// The rows that differ between `before` and `after`. Parts that compare
+/// equal are skipped before any row is built: a decision touches one or
+/// two steps of a run, and rows serialize their JSON columns.
 fn changes(before: Option<&Run>, after: &Run) -> Changes {
-    let run = run_row(after);
     let run = match before {
-        Some(b) if run_row(b) == run => None,
-        _ => Some(run),
+        Some(b) if b.same_apart_from_steps(after) => None,
+        Some(b) => Some(run_row(after)).filter(|row| *row != run_row(b)),
+        None => Some(run_row(after)),
     };
     let mut steps = Vec::new();
     let mut attempts = Vec::new();
     for (idx, step) in after.steps.iter().enumerate() {
         let old = before.and_then(|b| b.steps.get(idx));
+        if old == Some(step) {
+            continue;
+        }
         let row = step_row(idx, step);
         if old.is_none_or(|o| step_row(idx, o) != row) {
             steps.push(row);

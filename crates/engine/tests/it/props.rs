@@ -94,6 +94,9 @@ proptest! {
         let mut wake: Option<chrono::DateTime<chrono::Utc>> = None;
         let mut events = std::collections::VecDeque::from([Event::Tick]);
         let mut n_outcome = 0;
+        // A copy kept up to date part by part, as a run's driver keeps
+        // the state it last committed.
+        let mut committed = run.clone();
         for round in 0..5_000 {
             if Some(round) == cancel_at {
                 events.push_front(Event::Cancel { reason: "test".into() });
@@ -105,6 +108,8 @@ proptest! {
             }
             let free = slots.saturating_sub(in_flight.len());
             let actions = advance(&mut run, &p, event, now, free).expect("events fit");
+            committed.catch_up(&run);
+            prop_assert_eq!(&committed, &run, "caught up with the run");
             for action in actions {
                 match action {
                     Action::Start { step, attempt } => {
