@@ -154,8 +154,11 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
+            // A connection to a file cannot go stale as a network one can:
+            // no ping (a round trip to its worker thread) before each use.
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .after_release(|conn, meta| Box::pin(still_usable(conn, meta)))
                 .connect_with(options)
                 .await?;
