@@ -363,6 +363,9 @@ pub async fn stored(store: &Store, run: &str) -> Result<(Arc<Pipeline>, String),
 /// The commit checked out in the git repository holding `dir`, if any
 /// (`git rev-parse HEAD`; no git, or not a repository: none).
 pub(crate) fn git_commit(dir: &Path) -> Option<String> {
+    if !in_git_repository(dir) {
+        return None;
+    }
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -372,6 +375,26 @@ pub(crate) fn git_commit(dir: &Path) -> Option<String> {
         .ok()?;
     let commit = String::from_utf8(out.stdout).ok()?.trim().to_owned();
     (out.status.success() && commit.len() >= 40).then_some(commit)
+}
+
+/// Whether `dir` or a folder above it holds a `.git` (a repository's
+/// folder, or the file of a worktree or submodule), or `GIT_DIR` names
+/// one: only then is git asked, whose start costs more than the rest of
+/// a cold one-step `weir run`.
+fn in_git_repository(dir: &Path) -> bool {
+    if std::env::var_os("GIT_DIR").is_some() {
+        return true;
+    }
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    match std::path::absolute(dir) {
+        Ok(dir) => dir.ancestors().any(|d| d.join(".git").exists()),
+        // Git decides.
+        Err(_) => true,
+    }
 }
 
 pub(crate) fn record_loaded(audit: &Auditor, action: &'static str, loaded: &Loaded) {
