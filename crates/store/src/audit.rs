@@ -281,7 +281,11 @@ macro_rules! append_in {
                     .push_bind(&entry.hash)
                     .push_bind(&entry.signature);
             });
-            insert.build().execute(&mut *$tx).await?;
+            insert
+                .build()
+                .persistent($crate::group::keep_prepared(chunk.len()))
+                .execute(&mut *$tx)
+                .await?;
         }
         appended
     }};
