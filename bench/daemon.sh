@@ -23,7 +23,8 @@ port=18799
 bench_serve "$work" "$port" --max-running 4
 sleep 2
 rss_kb=$(bench_rss_kb)
-echo "idle resident memory: $((rss_kb / 1024)) MB ($rss_kb kB); start to ready $ready_ms ms"
+read -r anon_mb file_mb <<< "$(bench_rss_split)"
+echo "idle resident memory: $((rss_kb / 1024)) MB ($rss_kb kB: $anon_mb MB anonymous, $file_mb MB of mapped files, the binary's code); start to ready $ready_ms ms"
 
 token="$(cat "$work/.weir/token")"
 read -r t50 t99 <<< "$(bench_trigger_latency "$port" "$token" 200)"

@@ -71,6 +71,7 @@ measure() {
   echo "webhook_p99_ms $p99"
   sleep 2
   echo "idle_rss_mb $(( $(bench_rss_kb) / 1024 ))"
+  echo "idle_anon_mb $(bench_rss_split | cut -d' ' -f1)"
   bench_stop
 }
 

@@ -164,3 +164,10 @@ bench_triggered() {
 bench_rss_kb() {
   awk '/VmRSS/ { print $2 }' "/proc/$pid/status"
 }
+
+# Resident memory of $pid split, in MB: "ANON FILE" — its own memory, and
+# the pages of files it maps (mostly the binary's code, shared with every
+# weir process and reclaimable).
+bench_rss_split() {
+  awk '/^Rss:/ { rss = $2 } /^Anonymous:/ { anon = $2 } END { printf "%.1f %.1f\n", anon / 1024, (rss - anon) / 1024 }' "/proc/$pid/smaps_rollup"
+}
