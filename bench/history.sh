@@ -113,6 +113,9 @@ db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 counts = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("runs", "steps", "attempts", "logs")}
 print(f"history written in {time.time() - t0:.0f} s: " + ", ".join(f"{v:,} {k}" for k, v in counts.items()), file=sys.stderr)
 PY
+# The history is on disk before it is measured, as a year's would be: no
+# writeback of the fill competes with the daemon's commits.
+sync
 
 measure > "$work/history.txt"
 
