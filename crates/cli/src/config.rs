@@ -240,7 +240,13 @@ pub(crate) fn init_logging(format: LogFormat, level: &str) {
         // dropped: reporting it would panic the task that logged it and
         // close that request's connection without an answer.
         .log_internal_errors(false)
-        .with_target(false);
+        .with_target(false)
+        // Colours for a person at a terminal; a file or a collector gets
+        // plain text, and NO_COLOR (no-color.org) turns them off.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        );
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

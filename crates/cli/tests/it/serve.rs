@@ -335,6 +335,28 @@ fn logs_are_served_and_followed() {
     );
 }
 
+/// Log lines written to a pipe or a file are plain text: colours are for a
+/// terminal only.
+#[test]
+fn text_log_lines_off_a_terminal_carry_no_colour_codes() {
+    let dir = setup(QUICK);
+    let daemon = serve(dir.path());
+    let id = trigger(dir.path(), &daemon, &["quick", "--param", "who=talk"]);
+    wait_for(dir.path(), &daemon, &id, |run| run["state"] == "succeeded");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("run finished") {
+        assert!(Instant::now() < deadline, "no run logged: {}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = daemon.log();
+    assert!(!log.contains('\u{1b}'), "escape codes in {log:?}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO run finished ") && l.contains(&format!("run={id}"))),
+        "{log}"
+    );
+}
+
 const GATED: &str = "name: gated\ndefaults: { executor: process }\nsteps:\n  train: { run: 'echo m > $WEIR_WORK/m.bin' }\n  ok: { needs: [train], approval: {} }\n  register: { needs: [ok], register: { model: m, artifact: m.bin, alias: staging } }\n";
 
 /// SIGTERM right after an approval, a cancellation and a promotion: weir
