@@ -129,10 +129,10 @@ pub async fn drive_with(
     let mut replies: Vec<oneshot::Sender<Result<(), crate::DecideError>>> = Vec::new();
     // Exits reported, answered once committed.
     let mut exits: Vec<oneshot::Sender<()>> = Vec::new();
-    // An error leaves attempts behind that this loop no longer follows:
-    // their share of the daemon-wide load is given back with it.
     // The run as last committed, kept up to date part by part.
     let mut before = run.clone();
+    // An error leaves attempts behind that this loop no longer follows:
+    // their share of the daemon-wide load is given back with it.
     let result: Result<Run, DriveError> = async {
         loop {
             while let Some(event) = queue.pop_front() {

@@ -385,42 +385,19 @@ impl Run {
     }
 
     /// Brings `self`, an earlier state of `newer`, up to it, copying only
-    /// what differs: a run's driver keeps the state it last committed this
-    /// way, without cloning every step at every decision.
+    /// the steps that differ: a run's driver keeps the state it last
+    /// committed this way, without cloning every step at every decision.
+    /// The run's own fields change a few times in its life (its start, its
+    /// end, a cancellation); then the whole run is copied.
     pub fn catch_up(&mut self, newer: &Run) {
-        if !self.same_apart_from_steps(newer) {
-            let steps = std::mem::take(&mut self.steps);
-            *self = newer.clone_apart_from_steps();
-            self.steps = steps;
+        if !self.same_apart_from_steps(newer) || self.steps.len() != newer.steps.len() {
+            self.clone_from(newer);
+            return;
         }
-        if self.steps.len() == newer.steps.len() {
-            for (mine, theirs) in self.steps.iter_mut().zip(&newer.steps) {
-                if mine != theirs {
-                    mine.clone_from(theirs);
-                }
+        for (mine, theirs) in self.steps.iter_mut().zip(&newer.steps) {
+            if mine != theirs {
+                mine.clone_from(theirs);
             }
-        } else {
-            self.steps.clone_from(&newer.steps);
-        }
-    }
-
-    fn clone_apart_from_steps(&self) -> Run {
-        Run {
-            id: self.id.clone(),
-            pipeline: self.pipeline.clone(),
-            cause: self.cause.clone(),
-            params: self.params.clone(),
-            event: self.event.clone(),
-            models: self.models.clone(),
-            state: self.state,
-            reason: self.reason.clone(),
-            created_at: self.created_at,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            deadline: self.deadline,
-            stopping: self.stopping.clone(),
-            steps: Vec::new(),
-            source_commit: self.source_commit.clone(),
         }
     }
 

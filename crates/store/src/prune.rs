@@ -65,7 +65,7 @@ impl Store {
     ) -> Result<(Vec<String>, Pruned), Error> {
         let (ids, attempts, log_bytes) = on_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
-            let ids: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            let mut ids: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT r.id {PRUNABLE} ORDER BY r.finished_at LIMIT $2"
             )))
             .bind(before)
@@ -99,7 +99,6 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
-            let mut ids = ids;
             ids.truncate(deleted);
             (ids, attempts, log_bytes)
         });

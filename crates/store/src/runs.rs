@@ -253,8 +253,7 @@ pub(crate) struct Changes {
 fn changes(before: Option<&Run>, after: &Run) -> Changes {
     let run = match before {
         Some(b) if b.same_apart_from_steps(after) => None,
-        Some(b) => Some(run_row(after)).filter(|row| *row != run_row(b)),
-        None => Some(run_row(after)),
+        _ => Some(run_row(after)),
     };
     let mut steps = Vec::new();
     let mut attempts = Vec::new();
