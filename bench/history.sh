@@ -77,7 +77,6 @@ measure() {
 
 # The run every copy is made from.
 bench_serve "$work" "$port" --max-running 4
-token="$(cat "$work/.weir/token")"
 (cd "$work" && "$weir" trigger history --wait --addr "http://127.0.0.1:$port" >/dev/null)
 bench_stop
 
